@@ -1,0 +1,139 @@
+"""VGG-16 with batch norm, laid out as in the IB-RAR code (``model/vgg16.py``).
+
+The seven hook points of the IB-RAR paper are top-level children, so the ``"vgg16"`` preset of
+:mod:`ib_plugins.presets` names them directly: ``block1``..``block5`` (each ends with its 2x2
+max-pool) and ``fc1``, ``fc2`` (Linear-BN1d-ReLU). Shapes for a 32x32 input: block1 64x16x16,
+block2 128x8x8, block3 256x4x4, block4 512x2x2, block5 512x1x1, fc1 and fc2 4096.
+
+Example:
+    >>> import torch
+    >>> from ib_plugins.models.vgg import VGG16
+    >>> VGG16(num_classes=10)(torch.rand(2, 3, 32, 32)).shape
+    torch.Size([2, 10])
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn as nn
+
+from ib_plugins.models.small import (
+    _check_input,
+    _check_positive_int,
+    _make_normalize,
+    _spatial_ops,
+    _trace_spatial,
+)
+
+__all__ = ["VGG16"]
+
+#: (output channels, number of Conv-BN-ReLU units) of each block
+_VGG16_PLAN: tuple[tuple[int, int], ...] = ((64, 2), (128, 2), (256, 3), (512, 3), (512, 3))
+
+
+def _vgg_block(in_channels: int, out_channels: int, convs: int) -> nn.Sequential:
+    layers: list[nn.Module] = []
+    for i in range(convs):
+        layers += [
+            nn.Conv2d(in_channels if i == 0 else out_channels, out_channels, 3, padding=1),
+            nn.BatchNorm2d(out_channels),
+            nn.ReLU(),
+        ]
+    layers.append(nn.MaxPool2d(2))
+    return nn.Sequential(*layers)
+
+
+class VGG16(nn.Module):
+    """IB-RAR's VGG-16 with batch norm; returns raw logits.
+
+    Layout: ``normalize`` (only when requested), ``block1``..``block5`` = [Conv3x3-BN-ReLU] x k +
+    MaxPool 2 with channels 64x2, 128x2, 256x3, 512x3, 512x3; ``avgpool`` =
+    AdaptiveAvgPool2d((1, 1)) (it only matters for inputs larger than 32x32, e.g. 64x64 Tiny
+    ImageNet, where block5 is 2x2); flatten; ``fc1`` = Linear(512, 4096)-BN1d-ReLU; ``fc2`` =
+    Linear(4096, 4096)-BN1d-ReLU; ``classifier`` = Linear(4096, num_classes).
+
+    The channel mask of IB-RAR acts on ``block5`` (preset ``"vgg16"``, ``mask_layer="block5"``).
+
+    Args:
+        num_classes: number of output logits.
+        in_channels: input channels.
+        normalize: optional ``(mean, std)``; adds a
+            :class:`~ib_plugins.models.small.Normalize` layer named ``normalize`` as the first
+            step. None (default) feeds the ``[0, 1]`` input unchanged, as the authors' code does.
+
+    Raises:
+        TypeError: an argument has the wrong type.
+        ValueError: ``num_classes``/``in_channels`` < 1, or a bad ``normalize``; at forward time,
+            a wrong channel count or an input smaller than 32x32 (five 2x2 max-pools).
+
+    Shape:
+        - Input: ``[B, in_channels, H, W]`` in ``[0, 1]``, ``H, W >= 32``.
+        - Output: ``[B, num_classes]`` raw logits.
+
+    Example:
+        >>> import torch
+        >>> VGG16(num_classes=10)(torch.rand(2, 3, 32, 32)).shape
+        torch.Size([2, 10])
+    """
+
+    ib_preset = "vgg16"
+
+    def __init__(
+        self,
+        *,
+        num_classes: int = 10,
+        in_channels: int = 3,
+        normalize: tuple[float | Sequence[float], float | Sequence[float]] | None = None,
+    ) -> None:
+        super().__init__()
+        _check_positive_int(num_classes, name="num_classes")
+        self.in_channels = _check_positive_int(in_channels, name="in_channels")
+        self.normalize = _make_normalize(normalize, in_channels=in_channels)
+        channels = in_channels
+        for i, (out_channels, convs) in enumerate(_VGG16_PLAN, start=1):
+            setattr(self, f"block{i}", _vgg_block(channels, out_channels, convs))
+            channels = out_channels
+        self.avgpool = nn.AdaptiveAvgPool2d((1, 1))
+        self.flatten = nn.Flatten()
+        self.fc1 = nn.Sequential(nn.Linear(512, 4096), nn.BatchNorm1d(4096), nn.ReLU())
+        self.fc2 = nn.Sequential(nn.Linear(4096, 4096), nn.BatchNorm1d(4096), nn.ReLU())
+        self.classifier = nn.Linear(4096, num_classes)
+        self._ops = _spatial_ops(
+            m for i in range(1, 6) for m in getattr(self, f"block{i}")
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Return raw logits.
+
+        Args:
+            x: input batch ``[B, in_channels, H, W]`` in ``[0, 1]`` with ``H, W >= 32``.
+
+        Returns:
+            Logits ``[B, num_classes]``.
+
+        Raises:
+            ValueError: the input is not 4-D, has the wrong channel count or is smaller than 32x32.
+
+        Example:
+            >>> import torch
+            >>> VGG16(num_classes=3).eval()(torch.zeros(1, 3, 32, 32)).shape
+            torch.Size([1, 3])
+        """
+        _check_input(x, in_channels=self.in_channels, model="VGG16")
+        if _trace_spatial(self._ops, int(x.shape[-2]), int(x.shape[-1])) is None:
+            raise ValueError(
+                f"VGG16 expected input of at least [B, {self.in_channels}, 32, 32] (five 2x2 "
+                f"max-pools), got shape {tuple(x.shape)}"
+            )
+        if self.normalize is not None:
+            x = self.normalize(x)
+        x = self.block1(x)
+        x = self.block2(x)
+        x = self.block3(x)
+        x = self.block4(x)
+        x = self.block5(x)
+        x = self.flatten(self.avgpool(x))
+        x = self.fc2(self.fc1(x))
+        return self.classifier(x)

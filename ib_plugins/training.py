@@ -1,0 +1,1212 @@
+"""Training engine: every training variant of the two papers, with checkpoints and exact resume.
+
+Methods (spec §2.5, §3, §4, §5):
+
+* ``ce``: cross-entropy, optionally + IB term and channel mask (IB-RAR without adversarial training);
+* ``pgd-at``: Madry PGD adversarial training; the IB term regularises the adversarial forward's
+  activations with the *clean* inputs as X (the authors' ``train_AT.py``);
+* ``trades``: ``variant="ibrar"`` (CE(adv) + 0.5·KL with CE-PGD, the authors' ``train_TRADES.py``) or
+  ``"standard"`` (CE(clean) + 6·KL with KL-PGD); IB on both passes;
+* ``mart``: MART with β = 0.5 and no LR decay (authors) or β = 6 (standard); IB on both passes;
+* ``hbar``: the HBaR baseline (HSIC terms on all hook points, linear Y kernel; optional PGD with the
+  hidden activations from an extra clean pass);
+* ``vib``: the VIB baseline (penultimate features → VIB head, CE + β·KL);
+* ``entropic``: entropic retraining of a pretrained checkpoint (CE + λ(Ê_T − σ·E_T_ref)²).
+
+Presets (``preset=``): ``ibrar-code`` (faithful to the authors' scripts), ``paper`` (the paper's
+text: ε = 8/255, step 2/255, weight decay 1e-2) and ``standard`` (TRADES β = 6 with KL-PGD, MART
+β = 6). :func:`resolve_config` fills every unset field from the preset and the dataset, so the
+written ``config.json`` says exactly what ran.
+
+Runs are reproducible and resumable: the trainer works inside :func:`torch.random.fork_rng`
+(the caller's global RNG is untouched), seeds it from ``seed``, and checkpoints every epoch the
+model, optimiser, scheduler, every RNG state, the channel-mask schedule and the resolved config.
+An interrupted and resumed run ends with the same weights as an uninterrupted one.
+
+Example:
+    >>> from ib_plugins.training import TrainConfig, resolve_config
+    >>> cfg = resolve_config(TrainConfig(method="pgd-at", dataset="cifar10", model="vgg16", ib=True))
+    >>> cfg.eps, round(cfg.pgd_alpha, 4), cfg.weight_decay, cfg.momentum, cfg.y_kernel, cfg.ib_on
+    (0.03, 0.0069, 0.01, 0.0, 'linear', 'adv')
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import math
+import os
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from torch import Tensor
+
+from ib_plugins._optional import require
+from ib_plugins.errors import IBPluginsError
+from ib_plugins.wrap import IBModel, wrap_model
+
+__all__ = [
+    "METHODS",
+    "PRESETS",
+    "TrainConfig",
+    "resolve_config",
+    "Trainer",
+    "TrainingAttack",
+    "kl_pgd",
+    "trades_loss",
+    "mart_loss",
+    "batch_loss",
+    "BatchLoss",
+    "build_model",
+    "save_checkpoint",
+    "load_checkpoint",
+    "load_model_from_checkpoint",
+    "CheckpointError",
+    "RunExistsError",
+]
+
+logger = logging.getLogger(__name__)
+
+METHODS = ("ce", "pgd-at", "trades", "mart", "hbar", "vib", "entropic")
+PRESETS = ("ibrar-code", "paper", "standard")
+_AT_METHODS = ("pgd-at", "trades", "mart")
+_SMALL_IMAGE_DATASETS = ("digits", "mnist", "fashion-mnist")
+CHECKPOINT_FORMAT = 1
+
+
+class CheckpointError(IBPluginsError, ValueError):
+    """A checkpoint file is missing, corrupt, truncated, or belongs to a different model.
+
+    Example:
+        >>> issubclass(CheckpointError, ValueError)
+        True
+    """
+
+
+class RunExistsError(IBPluginsError, FileExistsError):
+    """The results folder already holds a different run (pass ``overwrite=True`` to replace it).
+
+    Example:
+        >>> issubclass(RunExistsError, FileExistsError)
+        True
+    """
+
+
+# ---------------------------------------------------------------------------------------------
+# Configuration
+# ---------------------------------------------------------------------------------------------
+@dataclass
+class TrainConfig:
+    """Everything that defines a training run. ``None`` fields are filled by :func:`resolve_config`.
+
+    Attributes:
+        dataset: dataset name (see :func:`ib_plugins.data.list_datasets`).
+        model: model name (see :func:`ib_plugins.models.list_models`).
+        method: one of :data:`METHODS`.
+        preset: one of :data:`PRESETS`.
+        ib: add the IB-RAR term (methods ce, pgd-at, trades, mart).
+        ib_layers: layer spec for :func:`ib_plugins.wrap_model` (``"robust"``, ``"all"``, names).
+        alpha: α of the IB term.
+        beta: β of the IB term.
+        y_kernel: kernel on Y; None = the authors' per-script choice (spec §2.1).
+        mask: channel mask mode (``"code"``, ``"paper"``) or None.
+        mask_every: mask one batch in ``mask_every`` (10 authors' code, 1 Algorithm 1).
+        ib_on: which forward the IB term regularises under AT: ``"adv"``, ``"clean"``, ``"both"``.
+        x_for_ib: X of ``I(X, T)``: ``"clean"`` (authors) or ``"adv"`` (``--advinput``).
+        epochs: number of epochs.
+        batch_size: minibatch size.
+        optimizer: ``"sgd"`` or ``"adam"``.
+        lr: learning rate.
+        momentum: SGD momentum.
+        weight_decay: weight decay.
+        schedule: ``"step"`` (StepLR) or ``"none"``.
+        step_size: StepLR step (epochs).
+        gamma: StepLR factor.
+        eps: L∞ budget of the training attack.
+        pgd_steps: PGD iterations.
+        pgd_alpha: PGD step size.
+        variant: TRADES/MART loss variant, ``"ibrar"`` or ``"standard"``.
+        trades_beta: weight of TRADES' KL term.
+        mart_beta: weight of MART's robust term.
+        hbar_lambda_x: HBaR's λx.
+        hbar_lambda_y: HBaR's λy.
+        hbar_adv: HBaR with PGD adversarial training.
+        mixup_alpha: HBaR mixup α (0 = off).
+        vib_k: VIB bottleneck size K.
+        vib_beta: VIB β.
+        init_checkpoint: checkpoint to start from (required by ``entropic``).
+        entropic_lambda: λ of entropic retraining.
+        entropic_sigma: σ of entropic retraining.
+        augment: random crop + flip (None = the dataset's default).
+        seed: seed of the run (data order, augmentation, attack random starts, dropout).
+        device: ``"cpu"``, ``"cuda"``, ``"cuda:1"``...
+        data_dir: folder with dataset files.
+        train_limit: use a stratified subset of this many training images.
+        test_limit: use a stratified subset of this many test images.
+        eval_every: evaluate clean test accuracy every n epochs (and at the end).
+
+    Example:
+        >>> TrainConfig(method="ce", ib=True).method
+        'ce'
+    """
+
+    dataset: str = "digits"
+    model: str = "digits-cnn"
+    method: str = "ce"
+    preset: str = "ibrar-code"
+    ib: bool = False
+    ib_layers: str | list[str] = "robust"
+    alpha: float = 0.008
+    beta: float = 0.08
+    y_kernel: str | None = None
+    mask: str | None = None
+    mask_every: int = 10
+    ib_on: str | None = None
+    x_for_ib: str = "clean"
+    epochs: int = 60
+    batch_size: int = 100
+    optimizer: str | None = None
+    lr: float | None = None
+    momentum: float | None = None
+    weight_decay: float | None = None
+    schedule: str | None = None
+    step_size: int = 20
+    gamma: float = 0.2
+    eps: float | None = None
+    pgd_steps: int = 10
+    pgd_alpha: float | None = None
+    variant: str | None = None
+    trades_beta: float | None = None
+    mart_beta: float | None = None
+    hbar_lambda_x: float | None = None
+    hbar_lambda_y: float | None = None
+    hbar_adv: bool = False
+    mixup_alpha: float = 0.0
+    vib_k: int = 256
+    vib_beta: float = 1e-3
+    init_checkpoint: str | None = None
+    entropic_lambda: float = 1.0
+    entropic_sigma: float = 1.65
+    augment: bool | None = None
+    seed: int = 0
+    device: str = "cpu"
+    data_dir: str | None = None
+    train_limit: int | None = None
+    test_limit: int | None = None
+    eval_every: int = 1
+
+    def to_dict(self) -> dict[str, Any]:
+        """The config as a JSON-serialisable dict.
+
+        Returns:
+            Field name → value.
+
+        Example:
+            >>> TrainConfig().to_dict()["dataset"]
+            'digits'
+        """
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
+        """Build a config from :meth:`to_dict` output, rejecting unknown keys.
+
+        Args:
+            data: field name → value.
+
+        Returns:
+            The config.
+
+        Raises:
+            ValueError: unknown keys (listed).
+
+        Example:
+            >>> TrainConfig.from_dict({"method": "trades"}).method
+            'trades'
+        """
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - names)
+        if unknown:
+            raise ValueError(f"unknown training config keys: {', '.join(unknown)}; valid keys: {', '.join(sorted(names))}")
+        return cls(**data)
+
+    def run_identity(self) -> dict[str, Any]:
+        """The fields that make two configs "the same run" (everything but ``epochs``/``device``/``eval_every``).
+
+        Returns:
+            The identifying subset of :meth:`to_dict`.
+
+        Example:
+            >>> TrainConfig(epochs=1).run_identity() == TrainConfig(epochs=5).run_identity()
+            True
+        """
+        ident = self.to_dict()
+        for key in ("epochs", "device", "eval_every", "data_dir"):
+            ident.pop(key)
+        return ident
+
+
+def _choice(name: str, value: object, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        raise ValueError(f"{name}: expected one of {', '.join(map(repr, choices))}, got {value!r}")
+
+
+def resolve_config(config: TrainConfig) -> TrainConfig:
+    """Validate ``config`` and fill every ``None`` field from the preset, method and dataset.
+
+    Args:
+        config: the requested configuration.
+
+    Returns:
+        A new, fully resolved config.
+
+    Raises:
+        ValueError: an unknown name (the valid ones are listed) or an out-of-range value.
+
+    Example:
+        >>> c = resolve_config(TrainConfig(method="mart"))
+        >>> c.mart_beta, c.schedule, c.eps
+        (0.5, 'none', 0.1)
+    """
+    from ib_plugins.data import list_datasets
+    from ib_plugins.models import list_models
+
+    c = dataclasses.replace(config)
+    _choice("method", c.method, METHODS)
+    _choice("preset", c.preset, PRESETS)
+    _choice("dataset", c.dataset, tuple(list_datasets()))
+    _choice("model", c.model, tuple(list_models()))
+    if c.mask is not None:
+        _choice("mask", c.mask, ("paper", "code"))
+    _choice("x_for_ib", c.x_for_ib, ("clean", "adv"))
+    for name in ("epochs", "batch_size", "pgd_steps", "mask_every", "step_size", "eval_every", "vib_k"):
+        value = getattr(c, name)
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"{name}: expected an int >= 1, got {value!r}")
+    if c.batch_size < 2 and (c.ib or c.method in ("hbar",)):
+        raise ValueError(f"batch_size: the HSIC terms need batches of at least 2, got {c.batch_size}")
+    for name in ("alpha", "beta", "mixup_alpha", "vib_beta", "entropic_lambda"):
+        value = getattr(c, name)
+        if not (isinstance(value, (int, float)) and value >= 0 and math.isfinite(value)):
+            raise ValueError(f"{name}: expected a finite number >= 0, got {value!r}")
+    if (c.mask is not None or c.ib) and c.method not in ("ce", *_AT_METHODS):
+        raise ValueError(f"ib/mask: the IB-RAR term combines with methods ce, pgd-at, trades, mart, not {c.method!r}")
+    if c.method == "entropic" and not c.init_checkpoint:
+        raise ValueError("init_checkpoint: entropic retraining starts from a pretrained checkpoint; pass its path")
+
+    code = c.preset == "ibrar-code"
+    at = c.method in _AT_METHODS or (c.method == "hbar" and c.hbar_adv)
+    # Optimiser, per the authors' scripts (A11) or the paper's text.
+    if c.optimizer is None:
+        c.optimizer = "adam" if c.method == "entropic" else "sgd"
+    _choice("optimizer", c.optimizer, ("sgd", "adam"))
+    if c.lr is None:
+        c.lr = 1e-3 if c.method == "entropic" else 0.01
+    if c.momentum is None:
+        c.momentum = 0.0 if at else 0.9
+    if c.weight_decay is None:
+        c.weight_decay = 1e-2 if (at or c.preset == "paper") and c.method != "entropic" else 0.0
+    if c.schedule is None:
+        c.schedule = "none" if (c.method == "mart" and c.preset != "standard") or c.method == "entropic" else "step"
+    _choice("schedule", c.schedule, ("step", "none"))
+    for name in ("lr", "momentum", "weight_decay", "gamma"):
+        value = getattr(c, name)
+        if not (isinstance(value, (int, float)) and value >= 0 and math.isfinite(value)):
+            raise ValueError(f"{name}: expected a finite number >= 0, got {value!r}")
+    # Attack budget.
+    if c.eps is None:
+        if c.dataset in _SMALL_IMAGE_DATASETS:
+            c.eps = 0.1  # 0.03 is a fraction of one grey level on these images; see evaluation budgets
+        elif c.preset == "standard":
+            c.eps = 0.031
+        else:
+            c.eps = 0.03 if code else 8 / 255
+    if not (isinstance(c.eps, (int, float)) and 0 <= c.eps <= 1):
+        raise ValueError(f"eps: expected a number in [0, 1] (inputs are in [0, 1]), got {c.eps!r}")
+    if c.pgd_alpha is None:
+        if c.preset == "standard":
+            c.pgd_alpha = c.eps * 0.007 / 0.031
+        elif code:
+            c.pgd_alpha = 2.3 * c.eps / c.pgd_steps
+        else:
+            c.pgd_alpha = c.eps / 4
+    if c.variant is None:
+        c.variant = "standard" if c.preset == "standard" else "ibrar"
+    _choice("variant", c.variant, ("ibrar", "standard"))
+    if c.trades_beta is None:
+        c.trades_beta = 6.0 if c.variant == "standard" else 0.5
+    if c.mart_beta is None:
+        c.mart_beta = 6.0 if c.variant == "standard" else 0.5
+    # The IB term: kernel on Y and the forwards it regularises (spec §2.1, A6, A7).
+    if c.y_kernel is None:
+        if c.method in ("trades", "mart"):
+            c.y_kernel = "gaussian"
+        elif c.method == "ce":
+            c.y_kernel = "linear" if c.mask is not None else "gaussian"
+        else:
+            c.y_kernel = "linear"
+    _choice("y_kernel", c.y_kernel, ("linear", "gaussian"))
+    if c.ib_on is None:
+        c.ib_on = {"pgd-at": "adv", "trades": "both", "mart": "both"}.get(c.method, "clean")
+    _choice("ib_on", c.ib_on, ("adv", "clean", "both"))
+    if c.hbar_lambda_x is None:
+        c.hbar_lambda_x = 0.0005 if c.hbar_adv else 0.006
+    if c.hbar_lambda_y is None:
+        c.hbar_lambda_y = 0.005 if c.hbar_adv else 0.05
+    if c.augment is None:
+        c.augment = c.dataset not in _SMALL_IMAGE_DATASETS
+    if c.method == "entropic" and c.dataset in ("cifar10", "cifar100", "svhn", "tiny-imagenet") and config.entropic_sigma == 1.65:
+        c.entropic_sigma = 1.01  # the paper's CIFAR setting (Table II)
+    return c
+
+
+# ---------------------------------------------------------------------------------------------
+# Attacks used during training
+# ---------------------------------------------------------------------------------------------
+@contextmanager
+def _eval_mode(model: nn.Module) -> Iterator[None]:
+    """Put ``model`` in eval mode, restoring every submodule's own flag afterwards."""
+    modes = {m: m.training for m in model.modules()}
+    model.eval()
+    try:
+        yield
+    finally:
+        for m, mode in modes.items():
+            m.training = mode
+
+
+def _no_record(model: nn.Module) -> Any:
+    return model.capturing(False) if isinstance(model, IBModel) else _null_context()
+
+
+@contextmanager
+def _null_context() -> Iterator[None]:
+    yield
+
+
+class TrainingAttack:
+    """The training-time L∞ PGD: torchattacks' ``PGD`` run in eval mode, as the authors did.
+
+    The model's train/eval flags are restored afterwards even if the attack raises (torchattacks
+    itself does not), and an :class:`~ib_plugins.IBModel` records nothing during the attack.
+    Random starts draw from the global RNG, which the :class:`Trainer` owns inside a forked RNG.
+
+    Args:
+        model: the model being trained.
+        eps: L∞ budget.
+        alpha: step size.
+        steps: iterations.
+        random_start: start from a uniform random point in the ε-ball.
+
+    Example:
+        >>> import torch, torch.nn as nn
+        >>> net = nn.Sequential(nn.Flatten(), nn.Linear(4, 3)).train()
+        >>> atk = TrainingAttack(net, eps=0.1, alpha=0.05, steps=2)
+        >>> x_adv = atk(torch.rand(5, 1, 2, 2), torch.tensor([0, 1, 2, 0, 1]))
+        >>> net.training, x_adv.shape
+        (True, torch.Size([5, 1, 2, 2]))
+    """
+
+    def __init__(self, model: nn.Module, *, eps: float, alpha: float, steps: int, random_start: bool = True) -> None:
+        torchattacks = require("torchattacks", purpose="adversarial training in ib_plugins.training")
+        self.model = model
+        self.attack = torchattacks.PGD(model, eps=eps, alpha=alpha, steps=steps, random_start=random_start)
+
+    def __call__(self, x: Tensor, y: Tensor) -> Tensor:
+        """Return adversarial examples for ``(x, y)``."""
+        with _eval_mode(self.model), _no_record(self.model):
+            return self.attack(x, y).detach()
+
+
+def kl_pgd(
+    model: nn.Module, x: Tensor, *, eps: float, alpha: float, steps: int, init_std: float = 0.001
+) -> Tensor:
+    """TRADES' attack: maximise KL(f(x) || f(x')) by L∞ PGD from ``x + init_std·N(0, 1)``.
+
+    Runs in eval mode (restored afterwards); the noise draws from the global RNG.
+
+    Args:
+        model: the model.
+        x: clean inputs in [0, 1].
+        eps: L∞ budget.
+        alpha: step size.
+        steps: iterations.
+        init_std: standard deviation of the random start.
+
+    Returns:
+        Adversarial examples, detached.
+
+    Example:
+        >>> import torch, torch.nn as nn
+        >>> net = nn.Sequential(nn.Flatten(), nn.Linear(4, 3))
+        >>> x = torch.rand(3, 1, 2, 2)
+        >>> bool((kl_pgd(net, x, eps=0.1, alpha=0.05, steps=3) - x).abs().max() <= 0.1 + 1e-6)
+        True
+    """
+    with _eval_mode(model), _no_record(model):
+        with torch.no_grad():
+            p_clean = F.softmax(model(x), dim=1)
+        x_adv = (x.detach() + init_std * torch.randn_like(x)).clamp(0, 1)
+        for _ in range(steps):
+            x_adv.requires_grad_(True)
+            with torch.enable_grad():
+                loss = F.kl_div(F.log_softmax(model(x_adv), dim=1), p_clean, reduction="sum")
+                (grad,) = torch.autograd.grad(loss, x_adv)
+            x_adv = x_adv.detach() + alpha * grad.sign()
+            x_adv = torch.min(torch.max(x_adv, x - eps), x + eps).clamp(0, 1)
+    return x_adv.detach()
+
+
+# ---------------------------------------------------------------------------------------------
+# Losses
+# ---------------------------------------------------------------------------------------------
+def trades_loss(logits_clean: Tensor, logits_adv: Tensor, y: Tensor, *, beta: float, variant: str) -> Tensor:
+    """TRADES: ``CE(adv) + β·KL(p_clean || p_adv)`` (``"ibrar"``) or ``CE(clean) + β·KL`` (``"standard"``).
+
+    The KL is ``KLDivLoss(reduction="batchmean")(log_softmax(adv), softmax(clean))``.
+
+    Args:
+        logits_clean: logits of the clean forward.
+        logits_adv: logits of the adversarial forward.
+        y: labels.
+        beta: weight of the KL term (0.5 authors, 6 standard).
+        variant: ``"ibrar"`` or ``"standard"``.
+
+    Returns:
+        The scalar loss.
+
+    Example:
+        >>> z = torch.zeros(2, 3)
+        >>> float(trades_loss(z, z, torch.tensor([0, 1]), beta=6.0, variant="standard")) == float(torch.log(torch.tensor(3.0)))
+        True
+    """
+    _choice("variant", variant, ("ibrar", "standard"))
+    kl = F.kl_div(F.log_softmax(logits_adv, dim=1), F.softmax(logits_clean, dim=1), reduction="batchmean")
+    ce = F.cross_entropy(logits_adv if variant == "ibrar" else logits_clean, y)
+    return ce + beta * kl
+
+
+def mart_loss(logits_clean: Tensor, logits_adv: Tensor, y: Tensor, *, beta: float) -> Tensor:
+    """MART (Wang et al. 2020), as the official code and the authors' ``train_MART.py``.
+
+    ``CE(adv) + NLL(log(1.0001 − p_adv), y₂) + β·mean_i[KL(p_clean,i || p_adv,i)·(1.0000001 − p_clean,i[y_i])]``,
+    where ``y₂`` is the most likely wrong class under the adversarial output.
+
+    Args:
+        logits_clean: logits of the clean forward.
+        logits_adv: logits of the adversarial forward.
+        y: labels.
+        beta: weight of the robust term (0.5 authors, 6 standard).
+
+    Returns:
+        The scalar loss.
+
+    Example:
+        >>> float(mart_loss(torch.zeros(2, 3), torch.zeros(2, 3), torch.tensor([0, 1]), beta=6.0)) > 0
+        True
+    """
+    batch = logits_clean.shape[0]
+    p_adv = F.softmax(logits_adv, dim=1)
+    top2 = torch.argsort(p_adv, dim=1)[:, -2:]
+    y_wrong = torch.where(top2[:, -1] == y, top2[:, -2], top2[:, -1])
+    loss_adv = F.cross_entropy(logits_adv, y) + F.nll_loss(torch.log(1.0001 - p_adv + 1e-12), y_wrong)
+    p_clean = F.softmax(logits_clean, dim=1)
+    p_true = p_clean.gather(1, y.unsqueeze(1)).squeeze(1)
+    kl = F.kl_div(torch.log(p_adv + 1e-12), p_clean, reduction="none").sum(dim=1)
+    loss_robust = (kl * (1.0000001 - p_true)).sum() / batch
+    return loss_adv + beta * loss_robust
+
+
+@dataclass
+class BatchLoss:
+    """A batch's total loss and its parts (tensors, not yet synchronised to the host).
+
+    Attributes:
+        loss: the total, to backpropagate.
+        logits: logits used for the accuracy (the adversarial ones under AT).
+        parts: named parts (``task``, ``ib``, ``hx``, ``hy``, ``kl``...).
+    """
+
+    loss: Tensor
+    logits: Tensor
+    parts: dict[str, Tensor] = field(default_factory=dict)
+
+
+def _add_ib(parts: dict[str, Tensor], model: IBModel, x_ib: Tensor, y: Tensor, output: Tensor) -> Tensor:
+    terms = model.ib_terms(x_ib, y, output=output)
+    parts["ib"] = parts.get("ib", terms.loss.new_zeros(())) + terms.loss.detach()
+    parts["hx"] = parts.get("hx", terms.hx.new_zeros(())) + terms.hx.detach().sum()
+    parts["hy"] = parts.get("hy", terms.hy.new_zeros(())) + terms.hy.detach().sum()
+    return terms.loss
+
+
+def batch_loss(
+    config: TrainConfig,
+    model: nn.Module,
+    x: Tensor,
+    y: Tensor,
+    *,
+    attack: Callable[[Tensor, Tensor], Tensor] | None = None,
+    extra: Any = None,
+) -> BatchLoss:
+    """The loss of one batch for the configured method (spec §2.5 pseudo-code).
+
+    Must be called with ``model`` in training mode. For IB variants ``model`` is an
+    :class:`~ib_plugins.IBModel`; the labels are given to its channel mask via
+    :meth:`~ib_plugins.IBModel.labels`, so masked batches follow the mask's schedule.
+
+    Args:
+        config: a resolved config (see :func:`resolve_config`).
+        model: the model being trained.
+        x: clean inputs.
+        y: labels.
+        attack: ``(x, y) -> x_adv`` for AT methods (CE-PGD); ``kl_pgd`` is used for standard TRADES.
+        extra: method state: the :class:`~ib_plugins.entropic.EntropicLoss` and probe for
+            ``entropic``, the HBaR bottleneck for ``hbar``.
+
+    Returns:
+        :class:`BatchLoss`.
+
+    Example:
+        >>> import torch, torch.nn as nn
+        >>> from ib_plugins import wrap_model
+        >>> cfg = resolve_config(TrainConfig(method="ce", ib=True))
+        >>> net = wrap_model(nn.Sequential(nn.Flatten(), nn.Linear(64, 16), nn.ReLU(), nn.Linear(16, 10)),
+        ...                  ib_layers=["2"], num_classes=10).train()
+        >>> out = batch_loss(cfg, net, torch.rand(8, 1, 8, 8), torch.arange(8))
+        >>> sorted(out.parts)
+        ['hx', 'hy', 'ib', 'task']
+    """
+    method = config.method
+    ib = isinstance(model, IBModel) and config.ib
+    parts: dict[str, Tensor] = {}
+    labels_ctx = model.labels(y) if isinstance(model, IBModel) else _null_context()
+
+    if method in ("ce", "vib", "entropic") or (method == "hbar" and not config.hbar_adv):
+        x_in = x
+        if method == "hbar" and config.mixup_alpha > 0:
+            from ib_plugins.baselines import mixup
+
+            x_in, y_a, y_b, lam = mixup(x, y, alpha=config.mixup_alpha, generator=extra["mixup_generator"])
+        with labels_ctx:
+            if method == "entropic":
+                logits, hs = extra["probe"].run(x_in)
+            else:
+                logits = model(x_in)
+        if method == "hbar" and config.mixup_alpha > 0:
+            task = lam * F.cross_entropy(logits, y_a) + (1 - lam) * F.cross_entropy(logits, y_b)
+        elif method == "entropic":
+            terms = extra["loss"].terms(logits, y, hs)
+            parts["task"] = terms.ce.detach()
+            parts["et"] = terms.et_mean.detach()
+            parts["penalty"] = terms.penalty.detach()
+            return BatchLoss(loss=terms.loss, logits=logits, parts=parts)
+        else:
+            task = F.cross_entropy(logits, y)
+        parts["task"] = task.detach()
+        loss = task
+        if method == "vib":
+            kl = extra["vib_head"].last_kl
+            parts["kl"] = kl.detach()
+            loss = loss + config.vib_beta * kl
+        elif method == "hbar":
+            loss = loss + _add_ib(parts, model, x_in, y, logits)
+        elif ib:
+            loss = loss + _add_ib(parts, model, x, y, logits)
+        return BatchLoss(loss=loss, logits=logits, parts=parts)
+
+    if attack is None and not (method == "trades" and config.variant == "standard"):
+        raise ValueError(f"attack: method {method!r} needs a training attack, got None")
+
+    if method == "hbar":  # HBaR + PGD: CE on the adversarial output, HSIC on an extra clean pass
+        x_adv = attack(x, y)
+        logits_adv = model(x_adv)
+        model.clear_records()  # HBaR's hidden activations come from the clean pass only
+        logits_clean = model(x)
+        task = F.cross_entropy(logits_adv, y)
+        parts["task"] = task.detach()
+        return BatchLoss(loss=task + _add_ib(parts, model, x, y, logits_clean), logits=logits_adv, parts=parts)
+
+    if method == "pgd-at":
+        x_adv = attack(x, y)
+        x_ib = x if config.x_for_ib == "clean" else x_adv
+        with labels_ctx:
+            logits_adv = model(x_adv)
+            logits_clean = model(x) if ib and config.ib_on in ("clean", "both") else None
+        task = F.cross_entropy(logits_adv, y)
+        parts["task"] = task.detach()
+        loss = task
+        if ib:
+            if config.ib_on in ("adv", "both"):
+                loss = loss + _add_ib(parts, model, x_ib, y, logits_adv)
+            if logits_clean is not None:
+                loss = loss + _add_ib(parts, model, x_ib, y, logits_clean)
+        return BatchLoss(loss=loss, logits=logits_adv, parts=parts)
+
+    # TRADES and MART: a clean and an adversarial forward.
+    if method == "trades" and config.variant == "standard":
+        x_adv = kl_pgd(model, x, eps=config.eps, alpha=config.pgd_alpha, steps=config.pgd_steps)
+    else:
+        x_adv = attack(x, y)
+    x_ib = x if config.x_for_ib == "clean" else x_adv
+    with labels_ctx:
+        logits_clean = model(x)
+        logits_adv = model(x_adv)
+    if method == "trades":
+        task = trades_loss(logits_clean, logits_adv, y, beta=config.trades_beta, variant=config.variant)
+    else:
+        task = mart_loss(logits_clean, logits_adv, y, beta=config.mart_beta)
+    parts["task"] = task.detach()
+    loss = task
+    if ib:
+        if config.ib_on in ("clean", "both"):
+            loss = loss + _add_ib(parts, model, x_ib, y, logits_clean)
+        if config.ib_on in ("adv", "both"):
+            loss = loss + _add_ib(parts, model, x_ib, y, logits_adv)
+        model.clear_records()
+    return BatchLoss(loss=loss, logits=logits_adv, parts=parts)
+
+
+# ---------------------------------------------------------------------------------------------
+# Models and checkpoints
+# ---------------------------------------------------------------------------------------------
+def _classifier_name(model: nn.Module) -> str:
+    for name in ("classifier", "fc"):
+        if isinstance(getattr(model, name, None), nn.Linear):
+            return name
+    raise ValueError(f"{type(model).__name__} has no final 'classifier' or 'fc' Linear layer to replace by a VIB head")
+
+
+def build_model(config: TrainConfig) -> tuple[nn.Module, nn.Module]:
+    """Build the network of a resolved config and, for IB methods, its wrapper.
+
+    Args:
+        config: a resolved config.
+
+    Returns:
+        ``(trainable, base)``: the module to train (an :class:`~ib_plugins.IBModel` for IB variants
+        and HBaR, a :class:`~ib_plugins.baselines.VIBClassifier` for VIB) and the plain network
+        inside it (whose ``state_dict`` is what checkpoints store under ``model``).
+
+    Raises:
+        ValueError: the layer preset does not fit the model.
+
+    Example:
+        >>> trainable, base = build_model(resolve_config(TrainConfig(ib=True, mask="code")))
+        >>> type(trainable).__name__, type(base).__name__, trainable.layers
+        ('IBModel', 'DigitsCNN', ('conv3', 'fc1'))
+    """
+    from ib_plugins.data import get_dataset_info
+    from ib_plugins.models import create_model
+
+    info = get_dataset_info(config.dataset)
+    base = create_model(config.model, num_classes=info.num_classes, in_channels=info.in_channels)
+    if config.method == "vib":
+        from ib_plugins.baselines import VIBClassifier
+
+        head_name = _classifier_name(base)
+        feature_dim = getattr(base, head_name).in_features
+        setattr(base, head_name, nn.Identity())
+        vib = VIBClassifier(base, feature_dim, info.num_classes, k=config.vib_k, beta=config.vib_beta)
+        return vib, vib
+    if config.method == "hbar":
+        layers: Any = "all"
+        model = wrap_model(
+            base, layers, alpha=config.hbar_lambda_x, beta=config.hbar_lambda_y, num_classes=info.num_classes, y_kernel="linear"
+        )
+        return model, base
+    if config.ib or config.mask is not None:
+        model = wrap_model(
+            base,
+            config.ib_layers,
+            alpha=config.alpha if config.ib else 0.0,
+            beta=config.beta if config.ib else 0.0,
+            num_classes=info.num_classes,
+            y_kernel=config.y_kernel,  # type: ignore[arg-type]
+            mask=config.mask,
+        )
+        if model.mask is not None:
+            model.mask.every = config.mask_every
+        return model, base
+    return base, base
+
+
+def _atomic_save(obj: Any, path: Path) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def save_checkpoint(path: str | os.PathLike[str], payload: dict[str, Any]) -> None:
+    """Write a checkpoint atomically (a crash never leaves a half-written file at ``path``).
+
+    Args:
+        path: destination.
+        payload: the checkpoint dict (tensors, numbers, strings, lists and dicts only).
+
+    Example:
+        >>> import tempfile, os
+        >>> d = tempfile.mkdtemp()
+        >>> save_checkpoint(os.path.join(d, "c.pt"), {"format": 1, "model": {}})
+        >>> sorted(os.listdir(d))
+        ['c.pt']
+    """
+    _atomic_save(payload, Path(path))
+
+
+def load_checkpoint(path: str | os.PathLike[str], *, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """Load a checkpoint with ``torch.load(weights_only=True)``, with clear errors.
+
+    Args:
+        path: checkpoint file.
+        map_location: where tensors go.
+
+    Returns:
+        The checkpoint dict (``model``, ``config``, ``epoch``...).
+
+    Raises:
+        CheckpointError: missing, unreadable, truncated, or not an ib-plugins checkpoint.
+
+    Example:
+        >>> try:
+        ...     load_checkpoint("/nonexistent/ckpt.pt")
+        ... except CheckpointError as err:
+        ...     print(str(err).split(":")[0])
+        checkpoint not found
+    """
+    p = Path(path)
+    if not p.is_file():
+        raise CheckpointError(f"checkpoint not found: {p}")
+    try:
+        ckpt = torch.load(p, map_location=map_location, weights_only=True)
+    except Exception as err:  # torch raises RuntimeError/UnpicklingError/EOFError on corrupt files
+        raise CheckpointError(f"checkpoint {p} is corrupt or truncated and cannot be read ({type(err).__name__}: {err})") from err
+    if not isinstance(ckpt, dict) or "model" not in ckpt or "config" not in ckpt:
+        raise CheckpointError(f"{p} is not an ib-plugins checkpoint (expected a dict with 'model' and 'config')")
+    return ckpt
+
+
+def load_model_from_checkpoint(
+    path: str | os.PathLike[str], *, map_location: str | torch.device = "cpu", expect_model: str | None = None
+) -> tuple[nn.Module, TrainConfig, dict[str, Any]]:
+    """Rebuild the trained network of a checkpoint (plain network; VIB models keep their head).
+
+    Args:
+        path: checkpoint file.
+        map_location: device for the tensors.
+        expect_model: if given, the model name the checkpoint must hold.
+
+    Returns:
+        ``(model, config, checkpoint)`` with the model in eval mode.
+
+    Raises:
+        CheckpointError: unreadable file, a different model than expected, or weights that do not fit.
+
+    Example:
+        >>> try:
+        ...     load_model_from_checkpoint("/nonexistent.pt")
+        ... except CheckpointError:
+        ...     print("error")
+        error
+    """
+    ckpt = load_checkpoint(path, map_location=map_location)
+    try:
+        config = TrainConfig.from_dict(ckpt["config"])
+    except (TypeError, ValueError) as err:
+        raise CheckpointError(f"{path}: the stored config is invalid ({err})") from err
+    if expect_model is not None and config.model != expect_model:
+        raise CheckpointError(f"{path} holds a {config.model!r} model, not {expect_model!r}")
+    trainable, base = build_model(dataclasses.replace(config, ib=False, mask=None) if config.method != "vib" else config)
+    model = trainable if config.method == "vib" else base
+    try:
+        model.load_state_dict(ckpt["model"])
+    except RuntimeError as err:
+        raise CheckpointError(f"{path}: the weights do not fit a {config.model!r} model ({err})") from err
+    return model.to(map_location).eval(), config, ckpt
+
+
+# ---------------------------------------------------------------------------------------------
+# The trainer
+# ---------------------------------------------------------------------------------------------
+def _device(name: str) -> torch.device:
+    dev = torch.device(name)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device: {name!r} was requested but CUDA is not available on this machine; use device='cpu'")
+    return dev
+
+
+def _write_json(path: Path, data: Any) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
+    os.replace(tmp, path)
+
+
+class Trainer:
+    """Train one configuration, writing a results folder and a checkpoint every epoch.
+
+    The folder holds ``config.json`` (the resolved config), ``checkpoint.pt`` (latest epoch),
+    ``history.json`` (per-epoch metrics), ``metrics.json`` (final metrics) and ``summary.md``.
+
+    Args:
+        config: the run's configuration (resolved on construction).
+        out_dir: results folder.
+        resume: continue from ``out_dir/checkpoint.pt`` (the config must be the same run; ``epochs``
+            may grow).
+        overwrite: replace a folder that holds a different run.
+        progress: show tqdm progress bars.
+        callbacks: functions ``(trainer, epoch, metrics)`` called after each epoch.
+
+    Raises:
+        RunExistsError: ``out_dir`` holds a different run and ``overwrite`` is False, or holds this
+            run's checkpoint and neither ``resume`` nor ``overwrite`` is set.
+        CheckpointError: ``resume`` without a readable checkpoint.
+
+    Example:
+        >>> import tempfile
+        >>> cfg = TrainConfig(epochs=1, train_limit=100, test_limit=50, batch_size=50)
+        >>> metrics = Trainer(cfg, out_dir=tempfile.mkdtemp(), progress=False).fit()
+        >>> 0.0 <= metrics["test_acc"] <= 1.0
+        True
+    """
+
+    def __init__(
+        self,
+        config: TrainConfig,
+        *,
+        out_dir: str | os.PathLike[str],
+        resume: bool = False,
+        overwrite: bool = False,
+        progress: bool = True,
+        callbacks: list[Callable[[Trainer, int, dict[str, Any]], None]] | None = None,
+    ) -> None:
+        self.config = resolve_config(config)
+        self.device = _device(self.config.device)
+        self.out_dir = Path(out_dir)
+        self.resume = resume
+        self.overwrite = overwrite
+        self.progress = progress
+        self.callbacks = list(callbacks or [])
+        self.history: list[dict[str, Any]] = []
+        self._check_out_dir()
+
+    # -- results folder ------------------------------------------------------------------------
+    def _check_out_dir(self) -> None:
+        cfg_path = self.out_dir / "config.json"
+        if self.resume:
+            if not (self.out_dir / "checkpoint.pt").is_file():
+                raise CheckpointError(f"resume: no checkpoint to resume from in {self.out_dir}")
+            return
+        if not cfg_path.is_file() or self.overwrite:
+            return
+        try:
+            existing = TrainConfig.from_dict(json.loads(cfg_path.read_text()))
+            same = existing.run_identity() == self.config.run_identity()
+        except (ValueError, TypeError, json.JSONDecodeError):
+            same = False
+        if not same:
+            raise RunExistsError(
+                f"{self.out_dir} already holds a different run (see its config.json); choose another folder or "
+                "pass overwrite=True (--overwrite) to replace it"
+            )
+        if (self.out_dir / "checkpoint.pt").is_file():
+            raise RunExistsError(
+                f"{self.out_dir} already holds a checkpoint of this run; pass resume=True (--resume) to continue it "
+                "or overwrite=True (--overwrite) to start again"
+            )
+
+    # -- setup ---------------------------------------------------------------------------------
+    def _setup(self) -> None:
+        from ib_plugins.data import get_dataset_info, load_dataset, make_loader, train_transform
+
+        c = self.config
+        info = get_dataset_info(c.dataset)
+        self.info = info
+        self.train_set = load_dataset(c.dataset, split="train", data_dir=c.data_dir, limit=c.train_limit, seed=c.seed)
+        self.test_set = load_dataset(c.dataset, split="test", data_dir=c.data_dir, limit=c.test_limit, seed=c.seed)
+        self.loader = make_loader(self.train_set, batch_size=c.batch_size, shuffle=True, seed=c.seed, drop_last=c.batch_size > 1)
+        self.augment = train_transform(c.dataset, seed=c.seed + 1) if c.augment else None
+        self.model, self.base = build_model(c)
+        self.model.to(self.device)
+        self.extra: dict[str, Any] = {}
+        if c.method == "entropic":
+            self._setup_entropic()
+        if c.method == "vib":
+            self.extra["vib_head"] = self.model.head  # type: ignore[union-attr]
+        if c.method == "hbar" and c.mixup_alpha > 0:
+            self.extra["mixup_generator"] = torch.Generator().manual_seed(c.seed + 2)
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        if c.optimizer == "sgd":
+            self.optimizer: torch.optim.Optimizer = torch.optim.SGD(params, lr=c.lr, momentum=c.momentum, weight_decay=c.weight_decay)
+        else:
+            self.optimizer = torch.optim.Adam(params, lr=c.lr, weight_decay=c.weight_decay)
+        self.scheduler = (
+            torch.optim.lr_scheduler.StepLR(self.optimizer, step_size=c.step_size, gamma=c.gamma) if c.schedule == "step" else None
+        )
+        at = c.method in _AT_METHODS or (c.method == "hbar" and c.hbar_adv)
+        needs_pgd = at and not (c.method == "trades" and c.variant == "standard")
+        self.attack = TrainingAttack(self.model, eps=c.eps, alpha=c.pgd_alpha, steps=c.pgd_steps) if needs_pgd else None
+        self._probe_layers = self._entropy_layers()
+
+    def _entropy_layers(self) -> list[str] | None:
+        from ib_plugins.presets import preset_for_model
+
+        preset = preset_for_model(self.base)
+        return list(preset.layers) if preset is not None else None
+
+    def _setup_entropic(self) -> None:
+        from ib_plugins.data import make_loader
+        from ib_plugins.entropic import EntropicLoss, EntropyProbe, compute_reference_entropy_flow
+
+        c = self.config
+        ckpt = load_checkpoint(c.init_checkpoint, map_location=self.device)  # type: ignore[arg-type]
+        if ckpt["config"].get("model") != c.model:
+            raise CheckpointError(
+                f"init_checkpoint holds a {ckpt['config'].get('model')!r} model but this run trains {c.model!r}"
+            )
+        try:
+            self.base.load_state_dict(ckpt["model"])
+        except RuntimeError as err:
+            raise CheckpointError(f"init_checkpoint: weights do not fit {c.model!r} ({err})") from err
+        layers = self._entropy_layers()
+        if not layers:
+            raise ValueError(f"entropic retraining needs a layer preset for {c.model!r}")
+        ref_loader = make_loader(self.train_set, batch_size=256, shuffle=False, seed=c.seed)
+        reference = compute_reference_entropy_flow(self.base, ref_loader, layers=layers, device=self.device, progress=self.progress)
+        self.extra["reference"] = reference
+        self.extra["loss"] = EntropicLoss(reference=reference, lam=c.entropic_lambda, sigma=c.entropic_sigma)
+        probe = EntropyProbe(self.base, layers)
+        probe.__enter__()
+        self.extra["probe"] = probe
+
+    # -- state ---------------------------------------------------------------------------------
+    def _rng_state(self) -> dict[str, Any]:
+        state: dict[str, Any] = {"torch": torch.get_rng_state(), "loader": self.loader.generator.get_state()}
+        if self.augment is not None:
+            state["augment"] = self.augment.generator.get_state()
+        if "mixup_generator" in self.extra:
+            state["mixup"] = self.extra["mixup_generator"].get_state()
+        if self.device.type == "cuda":
+            state["cuda"] = torch.cuda.get_rng_state(self.device)
+        return state
+
+    def _set_rng_state(self, state: dict[str, Any]) -> None:
+        torch.set_rng_state(state["torch"])
+        self.loader.generator.set_state(state["loader"])
+        if self.augment is not None and "augment" in state:
+            self.augment.generator.set_state(state["augment"])
+        if "mixup" in state:
+            self.extra["mixup_generator"].set_state(state["mixup"])
+        if "cuda" in state and self.device.type == "cuda":
+            torch.cuda.set_rng_state(state["cuda"], self.device)
+
+    def _checkpoint(self, epoch: int) -> dict[str, Any]:
+        return {
+            "format": CHECKPOINT_FORMAT,
+            "epoch": epoch,
+            "model": self.model.state_dict() if self.config.method == "vib" else self.base.state_dict(),
+            "ib_state": self.model.state_dict() if isinstance(self.model, IBModel) else None,
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict() if self.scheduler is not None else None,
+            "rng": self._rng_state(),
+            "config": self.config.to_dict(),
+            "history": self.history,
+            "extra": {"reference": self.extra.get("reference")},
+        }
+
+    def _restore(self, ckpt: dict[str, Any]) -> int:
+        stored = TrainConfig.from_dict(ckpt["config"])
+        if stored.run_identity() != self.config.run_identity():
+            diff = sorted(k for k, v in stored.run_identity().items() if self.config.run_identity().get(k) != v)
+            raise RunExistsError(f"resume: the checkpoint in {self.out_dir} is a different run (differs in: {', '.join(diff)})")
+        if ckpt["ib_state"] is not None:
+            self.model.load_state_dict(ckpt["ib_state"])
+        elif self.config.method == "vib":
+            self.model.load_state_dict(ckpt["model"])
+        else:
+            self.base.load_state_dict(ckpt["model"])
+        self.optimizer.load_state_dict(ckpt["optimizer"])
+        if self.scheduler is not None and ckpt["scheduler"] is not None:
+            self.scheduler.load_state_dict(ckpt["scheduler"])
+        self._set_rng_state(ckpt["rng"])
+        self.history = list(ckpt.get("history") or [])
+        return int(ckpt["epoch"])
+
+    # -- loop ----------------------------------------------------------------------------------
+    def fit(self) -> dict[str, Any]:
+        """Train to ``config.epochs`` (resuming if asked), write the results folder, return final metrics.
+
+        Returns:
+            Final metrics: ``test_acc``, ``train_acc``, ``train_loss``, ``epochs``, ``wall_time_s``...
+
+        Raises:
+            RunExistsError: see the class.
+            CheckpointError: an unreadable or mismatching checkpoint on resume.
+        """
+        devices = [self.device] if self.device.type == "cuda" else []
+        with torch.random.fork_rng(devices=devices):
+            torch.manual_seed(self.config.seed)
+            try:
+                return self._fit()
+            finally:
+                probe = self.extra.get("probe") if hasattr(self, "extra") else None
+                if probe is not None:
+                    probe.__exit__(None, None, None)
+
+    def _fit(self) -> dict[str, Any]:
+        c = self.config
+        self._setup()
+        start_epoch = 0
+        if self.resume:
+            start_epoch = self._restore(load_checkpoint(self.out_dir / "checkpoint.pt", map_location=self.device))
+            logger.info("resuming %s from epoch %d", self.out_dir, start_epoch)
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        _write_json(self.out_dir / "config.json", c.to_dict())
+        t0 = time.perf_counter()
+        for epoch in range(start_epoch, c.epochs):
+            metrics = self._train_epoch(epoch)
+            if (epoch + 1) % c.eval_every == 0 or epoch + 1 == c.epochs:
+                metrics["test_acc"] = self.evaluate_clean()
+                metrics.update(self._entropy_metrics())
+            self.history.append(metrics)
+            save_checkpoint(self.out_dir / "checkpoint.pt", self._checkpoint(epoch + 1))
+            _write_json(self.out_dir / "history.json", self.history)
+            logger.info("epoch %d/%d: %s", epoch + 1, c.epochs, metrics)
+            for callback in self.callbacks:
+                callback(self, epoch + 1, metrics)
+        final = dict(self.history[-1]) if self.history else {}
+        final.update({"epochs": c.epochs, "wall_time_s": round(time.perf_counter() - t0, 2)})
+        if "test_acc" not in final:
+            final["test_acc"] = self.evaluate_clean()
+        if "reference" in self.extra:
+            final["entropic_reference_et"] = self.extra["reference"]
+        _write_json(self.out_dir / "metrics.json", final)
+        (self.out_dir / "summary.md").write_text(self.summary_markdown(final))
+        self._plot()
+        return final
+
+    def _train_epoch(self, epoch: int) -> dict[str, Any]:
+        c = self.config
+        self.model.train()
+        if isinstance(self.model, IBModel):
+            self.model.start_epoch()
+        sums: dict[str, Tensor] = {}
+        correct = torch.zeros((), device=self.device)
+        seen = 0
+        batches = 0
+        iterator: Any = self.loader
+        bar = None
+        if self.progress:
+            from tqdm.auto import tqdm
+
+            bar = tqdm(self.loader, desc=f"{c.method} epoch {epoch + 1}/{c.epochs}", leave=False, dynamic_ncols=True)
+            iterator = bar
+        for x, y in iterator:
+            x, y = x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
+            if self.augment is not None:
+                x = self.augment(x)
+            out = batch_loss(c, self.model, x, y, attack=self.attack, extra=self.extra)
+            self.optimizer.zero_grad(set_to_none=True)
+            out.loss.backward()
+            self.optimizer.step()
+            if isinstance(self.model, IBModel):
+                self.model.clear_records()  # unconsumed records (e.g. mask-only runs) would keep graphs alive
+            n = y.shape[0]
+            seen += n
+            batches += 1
+            correct += (out.logits.detach().argmax(1) == y).sum()
+            sums["loss"] = sums.get("loss", torch.zeros((), device=self.device)) + out.loss.detach() * n
+            for key, value in out.parts.items():
+                sums[key] = sums.get(key, torch.zeros((), device=self.device)) + value.float() * n
+            if bar is not None and (batches % 10 == 1 or batches == len(self.loader)):
+                bar.set_postfix({k: f"{float(v) / seen:.4g}" for k, v in sums.items()} | {"acc": f"{float(correct) / seen:.3f}"})
+        if self.scheduler is not None:
+            self.scheduler.step()
+        metrics: dict[str, Any] = {"epoch": epoch + 1, "lr": self.optimizer.param_groups[0]["lr"]}
+        for key, value in sums.items():
+            metrics[f"train_{key}"] = float(value) / max(seen, 1)
+        metrics["train_acc"] = float(correct) / max(seen, 1)
+        if isinstance(self.model, IBModel) and self.model.mask is not None:
+            metrics["masked_forwards"] = self.model.mask.num_masked
+        return metrics
+
+    def eval_model(self) -> nn.Module:
+        """The network to evaluate (the plain network; VIB keeps its deterministic head).
+
+        Returns:
+            The module, in whatever mode it currently is.
+        """
+        return self.model if self.config.method == "vib" else self.base
+
+    @torch.no_grad()
+    def evaluate_clean(self) -> float:
+        """Clean accuracy on the test set (eval mode, restored afterwards).
+
+        Returns:
+            Accuracy in [0, 1].
+        """
+        model = self.eval_model()
+        with _eval_mode(model):
+            correct = torch.zeros((), device=self.device)
+            total = 0
+            for start in range(0, len(self.test_set), 500):
+                x, y = self.test_set[start : start + 500]
+                x, y = x.to(self.device), y.to(self.device)
+                correct += (model(x).argmax(1) == y).sum()
+                total += y.shape[0]
+        return float(correct) / max(total, 1)
+
+    @torch.no_grad()
+    def _entropy_metrics(self) -> dict[str, float]:
+        if not self._probe_layers:
+            return {}
+        from ib_plugins.entropic import EntropyProbe, entropy_flow, normalized_entropy
+
+        x, _ = self.test_set[: min(256, len(self.test_set))]
+        model = self.base
+        with _eval_mode(model), _no_record(self.model):
+            if "probe" in self.extra:
+                _, hs = self.extra["probe"].run(x.to(self.device))
+            else:
+                with EntropyProbe(model, self._probe_layers) as probe:
+                    _, hs = probe.run(x.to(self.device))
+        return {"E_N": float(normalized_entropy(hs).mean()), "E_T": float(entropy_flow(hs).mean())}
+
+    def summary_markdown(self, final: dict[str, Any]) -> str:
+        """A short markdown summary of the run.
+
+        Args:
+            final: final metrics.
+
+        Returns:
+            Markdown text.
+        """
+        c = self.config
+        lines = [
+            f"# {c.method}{' + IB' if c.ib else ''}{' + mask (' + c.mask + ')' if c.mask else ''} on {c.dataset} / {c.model}",
+            "",
+            f"Preset `{c.preset}`, {c.epochs} epochs, batch {c.batch_size}, seed {c.seed}.",
+            "",
+            "| metric | value |",
+            "|---|---|",
+        ]
+        for key in sorted(final):
+            value = final[key]
+            lines.append(f"| {key} | {value:.4f} |" if isinstance(value, float) else f"| {key} | {value} |")
+        return "\n".join(lines) + "\n"
+
+    def _plot(self) -> None:
+        from ib_plugins._optional import is_available
+
+        if not is_available("matplotlib") or not self.history:
+            return
+        from ib_plugins.plots import plot_training_curves
+
+        plot_training_curves(self.history, self.out_dir / "training_curves.png", title=f"{self.config.method} on {self.config.dataset}")

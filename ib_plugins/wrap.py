@@ -1,0 +1,559 @@
+"""``wrap_model``: add the IB-RAR regulariser (and optionally the channel mask) to any ``nn.Module``.
+
+The returned :class:`IBModel` behaves exactly like the wrapped model: ``forward`` returns the
+model's output unchanged, eval-mode and no-grad forwards run no extra code beyond a flag check, and
+the wrapped model's ``state_dict`` keys appear unchanged under the ``model.`` prefix. During
+training-mode forwards with gradients enabled it records the hooked layers' activations, and
+:meth:`IBModel.ib_loss` turns the record into ``α·Σ nHSIC(T_l, X) − β·Σ nHSIC(T_l, Y)``.
+
+Example:
+    >>> import torch, torch.nn as nn
+    >>> torch.manual_seed(0)  # doctest: +ELLIPSIS
+    <torch._C.Generator object at ...>
+    >>> net = nn.Sequential(nn.Flatten(), nn.Linear(64, 32), nn.ReLU(), nn.Linear(32, 10))
+    >>> model = wrap_model(net, ib_layers=["2"], num_classes=10)
+    >>> x, y = torch.rand(16, 1, 8, 8), torch.arange(16) % 10
+    >>> logits = model.train()(x)
+    >>> loss = nn.functional.cross_entropy(logits, y) + model.ib_loss(x, y)
+    >>> loss.backward()
+    >>> plain = model.unwrap()
+    >>> plain is net, len(net[2]._forward_hooks)
+    (True, 0)
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import deque
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from types import MappingProxyType
+from typing import Any
+
+import torch
+import torch.nn as nn
+from torch import Tensor
+
+from ib_plugins.activation_capture import ActivationCapture
+from ib_plugins.bottleneck import HSICBottleneck, IBTerms
+from ib_plugins.channel_mask import ChannelMask
+from ib_plugins.errors import LayerNotFiredError, NoTrainingForwardError, NonFiniteActivationError
+from ib_plugins.hsic import Kernel
+from ib_plugins.layer_selection import LayerSpec, expand_layer_spec, resolve_layers
+from ib_plugins.presets import preset_for_model
+
+__all__ = ["IBModel", "ForwardRecord", "wrap_model"]
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class ForwardRecord:
+    """What one training-mode forward left behind.
+
+    Attributes:
+        inputs: the first positional input of the forward.
+        output: the forward's output (compared by identity to find the record of given logits).
+        activations: hooked layers' outputs (``name``, ``name#1``... for reused modules).
+        fired: names of the hooked layers that ran.
+    """
+
+    inputs: Tensor
+    output: Any
+    activations: dict[str, Tensor]
+    fired: set[str]
+
+    @property
+    def batch_size(self) -> int:
+        """Number of samples of the forward."""
+        return int(self.inputs.shape[0])
+
+
+class IBModel(nn.Module):
+    """A model with IB-RAR's hooks; build it with :func:`wrap_model`.
+
+    Args:
+        model: the model to wrap (kept as the submodule ``model``).
+        layers: dotted names of the layers regularised by the IB term.
+        bottleneck: the regulariser's configuration.
+        mask: optional channel mask; attached to ``mask_layer``.
+        mask_layer: dotted name of the masked layer (required with ``mask``).
+        check_finite: raise :class:`~ib_plugins.errors.NonFiniteActivationError` naming the layer when
+            an activation holds NaN/inf (costs one host synchronisation per :meth:`ib_loss`).
+        max_records: how many training forwards are remembered (TRADES-like trainers run two before
+            computing their loss).
+
+    Example:
+        >>> import torch, torch.nn as nn
+        >>> m = IBModel(nn.Sequential(nn.Linear(3, 3), nn.ReLU()), layers=["1"], bottleneck=HSICBottleneck())
+        >>> m.layers
+        ('1',)
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        *,
+        layers: Sequence[str],
+        bottleneck: HSICBottleneck,
+        mask: ChannelMask | None = None,
+        mask_layer: str | None = None,
+        check_finite: bool = True,
+        max_records: int = 4,
+    ) -> None:
+        super().__init__()
+        if not isinstance(model, nn.Module):
+            raise TypeError(f"model: expected a torch.nn.Module, got {type(model).__name__}")
+        if isinstance(model, IBModel):
+            raise TypeError("model: this model is already an IBModel; unwrap() it first or configure it directly")
+        if not isinstance(max_records, int) or max_records < 1:
+            raise ValueError(f"max_records: expected an int >= 1, got {max_records!r}")
+        self.model = model
+        self.bottleneck = bottleneck
+        self.check_finite = bool(check_finite)
+        resolve_layers(model, layers)  # validate before registering anything
+        self._layers = tuple(layers)
+        self._records: deque[ForwardRecord] = deque(maxlen=max_records)
+        self._recording = True
+        self._unwrapped = False
+        self._capture: ActivationCapture | None = ActivationCapture(
+            model, self._layers, clone=True, when="train", reset_on_forward=False
+        )
+        self._capture.enabled = False
+        self.mask: ChannelMask | None = None
+        if mask is not None:
+            if mask_layer is None:
+                self._capture.remove()
+                raise ValueError("mask_layer: a channel mask needs the dotted name of the layer it masks, got None")
+            try:
+                mask.attach(model, mask_layer)
+            except BaseException:
+                self._capture.remove()
+                raise
+            self.mask = mask
+
+    # -- the forward ---------------------------------------------------------------------------
+    def forward(self, *args: Any, **kwargs: Any) -> Any:
+        """Run the wrapped model; in training mode with gradients, record the hooked activations.
+
+        Args:
+            *args: passed to the wrapped model (the first one is taken as the input batch).
+            **kwargs: passed to the wrapped model.
+
+        Returns:
+            The wrapped model's output, unchanged.
+
+        Example:
+            >>> import torch, torch.nn as nn
+            >>> net = nn.Linear(2, 2)
+            >>> m = wrap_model(nn.Sequential(net), ib_layers=["0"], num_classes=2).eval()
+            >>> x = torch.rand(3, 2)
+            >>> torch.equal(m(x), net(x))
+            True
+        """
+        capture = self._capture
+        if capture is None or not (self.training and torch.is_grad_enabled() and self._recording):
+            return self.model(*args, **kwargs)
+        x = args[0] if args else next(iter(kwargs.values()), None)
+        if not isinstance(x, Tensor):
+            return self.model(*args, **kwargs)
+        capture.reset()
+        capture.enabled = True
+        if self.mask is not None:
+            self.mask.set_input(x)
+        try:
+            out = self.model(*args, **kwargs)
+        finally:
+            capture.enabled = False
+            if self.mask is not None:
+                self.mask.set_input(None)
+        fired = capture.fired()
+        self._records.append(ForwardRecord(inputs=x, output=out, activations=capture.pop(), fired=fired))
+        return out
+
+    # -- labels for the mask -------------------------------------------------------------------
+    @contextmanager
+    def labels(self, y: Tensor) -> Iterator[bool]:
+        """Mark one training batch and give its labels to the channel mask.
+
+        Every training forward inside the block belongs to this batch; whether the mask acts is
+        decided once per batch by its schedule. Without a mask this is a no-op.
+
+        Args:
+            y: the batch's class indices.
+
+        Yields:
+            Whether the mask acts on this batch.
+
+        Example:
+            >>> import torch, torch.nn as nn
+            >>> m = wrap_model(nn.Sequential(nn.Linear(2, 2)), ib_layers=["0"], num_classes=2)
+            >>> with m.labels(torch.tensor([0, 1])) as masked:
+            ...     masked
+            False
+        """
+        if self.mask is None:
+            yield False
+            return
+        active = self.mask.begin_batch(y)
+        try:
+            yield active
+        finally:
+            self.mask.end_batch()
+
+    def start_epoch(self) -> None:
+        """Restart the mask's per-epoch schedule (the authors count batches within each epoch).
+
+        Example:
+            >>> import torch.nn as nn
+            >>> wrap_model(nn.Sequential(nn.Linear(2, 2)), ib_layers=["0"]).start_epoch()
+        """
+        if self.mask is not None:
+            self.mask.reset_schedule()
+
+    @contextmanager
+    def capturing(self, enabled: bool) -> Iterator[None]:
+        """Temporarily switch recording of training forwards on or off.
+
+        Args:
+            enabled: whether training forwards inside the block are recorded.
+
+        Yields:
+            Nothing.
+
+        Example:
+            >>> import torch, torch.nn as nn
+            >>> m = wrap_model(nn.Sequential(nn.Linear(2, 2)), ib_layers=["0"])
+            >>> with m.capturing(False):
+            ...     _ = m.train()(torch.rand(2, 2))
+            >>> m.num_records
+            0
+        """
+        previous = self._recording
+        self._recording = bool(enabled)
+        try:
+            yield
+        finally:
+            self._recording = previous
+
+    # -- records -------------------------------------------------------------------------------
+    @property
+    def layers(self) -> tuple[str, ...]:
+        """The regularised layers' dotted names."""
+        return self._layers
+
+    @property
+    def num_records(self) -> int:
+        """How many training forwards are remembered and not yet consumed."""
+        return len(self._records)
+
+    @property
+    def activations(self) -> Mapping[str, Tensor]:
+        """Read-only view of the latest recorded forward's activations (empty if none).
+
+        Example:
+            >>> import torch, torch.nn as nn
+            >>> m = wrap_model(nn.Sequential(nn.Linear(2, 2)), ib_layers=["0"])
+            >>> _ = m.train()(torch.rand(4, 2))
+            >>> list(m.activations)
+            ['0']
+        """
+        if not self._records:
+            return MappingProxyType({})
+        return MappingProxyType(self._records[-1].activations)
+
+    def find_record(self, output: Any) -> ForwardRecord | None:
+        """The remembered forward whose output *is* ``output`` (identity, not equality).
+
+        Args:
+            output: a tensor returned by a training forward of this model.
+
+        Returns:
+            The record, or None (e.g. for an attack's eval-mode forward).
+
+        Example:
+            >>> import torch, torch.nn as nn
+            >>> m = wrap_model(nn.Sequential(nn.Linear(2, 2)), ib_layers=["0"])
+            >>> out = m.train()(torch.rand(4, 2))
+            >>> m.find_record(out) is not None, m.find_record(out.clone())
+            (True, None)
+        """
+        for record in reversed(self._records):
+            if record.output is output:
+                return record
+        return None
+
+    def clear_records(self) -> None:
+        """Forget every remembered forward (frees their activations and graphs).
+
+        Example:
+            >>> import torch.nn as nn
+            >>> wrap_model(nn.Sequential(nn.Linear(2, 2)), ib_layers=["0"]).clear_records()
+        """
+        self._records.clear()
+
+    def _take_record(self, output: Any) -> ForwardRecord:
+        if self._unwrapped:
+            raise RuntimeError(
+                "this IBModel was unwrapped: its hooks are gone and it records nothing; "
+                "wrap the model again with ib_plugins.wrap_model(...)"
+            )
+        if output is None:
+            if not self._records:
+                raise NoTrainingForwardError(
+                    "ib_loss needs the activations of a training-mode forward with gradients enabled, "
+                    "and none was recorded since the last ib_loss call; call model.train() and run the "
+                    "forward first (eval-mode and torch.no_grad() forwards are not recorded)"
+                )
+            return self._records.pop()
+        for i in range(len(self._records) - 1, -1, -1):
+            if self._records[i].output is output:
+                record = self._records[i]
+                del self._records[i]
+                return record
+        raise NoTrainingForwardError(
+            "no remembered training-mode forward produced this output (it came from an eval-mode or "
+            "no-grad forward, was already consumed by ib_loss, or is older than the last "
+            f"{self._records.maxlen} forwards)"
+        )
+
+    # -- the loss ------------------------------------------------------------------------------
+    @property
+    def num_classes(self) -> int | None:
+        """The configured number of classes (None: inferred from the logits)."""
+        return self.bottleneck.num_classes
+
+    def ib_terms(self, x: Tensor | None, y: Tensor, *, output: Any = None) -> IBTerms:
+        """The IB regulariser and its per-layer parts for one recorded forward (consumes it).
+
+        Args:
+            x: the inputs X of the ``I(X, T)`` term, ``[m, ...]`` (the authors use the clean batch,
+                also when T comes from the adversarial forward); None = the forward's own input.
+            y: class indices ``[m]`` (or targets ``[m, C]``).
+            output: the output of the forward to use (matched by identity); None = the latest.
+
+        Returns:
+            :class:`~ib_plugins.bottleneck.IBTerms` with per-layer values in :attr:`layers` order
+            (reused modules add entries).
+
+        Raises:
+            NoTrainingForwardError: no matching training forward was recorded.
+            LayerNotFiredError: a hooked layer did not run in that forward.
+            NonFiniteActivationError: an activation holds NaN/inf (with ``check_finite``).
+            ValueError: batch sizes differ, labels are out of range, or fewer than 2 samples.
+
+        Example:
+            >>> import torch, torch.nn as nn
+            >>> m = wrap_model(nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 3)), ib_layers=["1"])
+            >>> x, y = torch.rand(6, 4), torch.tensor([0, 1, 2, 0, 1, 2])
+            >>> terms = m.train().ib_terms(x, y, output=m(x))
+            >>> terms.hx.shape
+            torch.Size([1])
+        """
+        record = self._take_record(output)
+        missing = [name for name in self._layers if name not in record.fired]
+        if missing:
+            raise LayerNotFiredError(
+                f"layer(s) {', '.join(map(repr, missing))} did not run during the recorded forward of "
+                f"{type(self.model).__name__}: they are not on its forward path for this input; choose "
+                "layers that run (see ib_plugins.list_layer_names)"
+            )
+        m = record.batch_size
+        x = record.inputs if x is None else x
+        if x.shape[0] != m:
+            raise ValueError(f"x has batch size {x.shape[0]}, but the recorded forward had {m} samples")
+        if y.shape[0] != m:
+            raise ValueError(f"y has batch size {y.shape[0]}, but the recorded forward had {m} samples")
+        if m < 2:
+            raise ValueError(f"HSIC needs a batch of at least 2 samples, got {m}")
+        names = list(record.activations)
+        acts = [record.activations[name] for name in names]
+        if self.check_finite:
+            flags = torch.stack([t.isfinite().all() for t in acts])
+            if not bool(flags.all()):
+                bad = names[int((~flags).nonzero()[0, 0])]
+                raise NonFiniteActivationError(
+                    f"layer {bad.split('#')[0]!r} produced non-finite values (NaN or inf) in the recorded "
+                    "forward; the IB loss would be NaN (lower the learning rate or check the inputs)"
+                )
+        num_classes = self.bottleneck.num_classes
+        if num_classes is None:
+            out = record.output
+            if not (isinstance(out, Tensor) and out.dim() == 2):
+                raise ValueError(
+                    "num_classes: cannot infer the number of classes from the model output; pass "
+                    "num_classes= to wrap_model"
+                )
+            num_classes = int(out.shape[1])
+        return self.bottleneck(acts, x, y, num_classes=num_classes)
+
+    def ib_loss(self, x: Tensor | None, y: Tensor, *, output: Any = None) -> Tensor:
+        """``α·Σ_l nHSIC(T_l, X) − β·Σ_l nHSIC(T_l, Y)`` for a recorded forward (consumes it).
+
+        Args:
+            x: the inputs X (clean batch in the authors' code); None = the forward's own input.
+            y: class indices ``[m]``.
+            output: which forward (by its output's identity); None = the latest.
+
+        Returns:
+            A differentiable scalar to add to the task loss.
+
+        Raises:
+            NoTrainingForwardError: no matching training forward was recorded.
+            LayerNotFiredError: a hooked layer did not run.
+            NonFiniteActivationError: an activation holds NaN/inf.
+            ValueError: inconsistent batch sizes or labels.
+
+        Example:
+            >>> import torch, torch.nn as nn
+            >>> m = wrap_model(nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 2)), ib_layers=["1"])
+            >>> try:
+            ...     m.ib_loss(torch.rand(4, 4), torch.zeros(4, dtype=torch.long))
+            ... except Exception as err:
+            ...     print(type(err).__name__)
+            NoTrainingForwardError
+        """
+        return self.ib_terms(x, y, output=output).loss
+
+    # -- configuration and lifecycle -----------------------------------------------------------
+    def ib_config(self) -> dict[str, Any]:
+        """The IB configuration as a JSON-serialisable dict (for results files and checkpoints).
+
+        Example:
+            >>> import torch.nn as nn
+            >>> wrap_model(nn.Sequential(nn.Linear(2, 2)), ib_layers=["0"]).ib_config()["layers"]
+            ['0']
+        """
+        return {
+            "layers": list(self._layers),
+            **self.bottleneck.config(),
+            "mask": None if self.mask is None else self.mask.config(),
+        }
+
+    @property
+    def has_hooks(self) -> bool:
+        """Whether any of this wrapper's hooks are still registered."""
+        capture_hooks = self._capture is not None and self._capture.num_hooks > 0
+        return capture_hooks or (self.mask is not None and self.mask.is_attached)
+
+    def remove_hooks(self) -> None:
+        """Remove every hook this wrapper registered (idempotent); forwards keep working.
+
+        Example:
+            >>> import torch.nn as nn
+            >>> m = wrap_model(nn.Sequential(nn.Linear(2, 2)), ib_layers=["0"])
+            >>> m.remove_hooks(); m.has_hooks
+            False
+        """
+        if self._capture is not None:
+            self._capture.remove()
+            self._capture = None
+        if self.mask is not None:
+            self.mask.detach()
+        self._records.clear()
+
+    def unwrap(self) -> nn.Module:
+        """Remove every hook and return the original module (no hooks of ours left on it).
+
+        Returns:
+            The wrapped model, the same object that was passed to :func:`wrap_model`.
+
+        Example:
+            >>> import torch.nn as nn
+            >>> net = nn.Sequential(nn.Linear(2, 2))
+            >>> wrap_model(net, ib_layers=["0"]).unwrap() is net
+            True
+        """
+        self.remove_hooks()
+        self._unwrapped = True
+        return self.model
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(super().__getstate__() if hasattr(super(), "__getstate__") else self.__dict__)
+        state["_records"] = deque(maxlen=self._records.maxlen)  # graphs cannot be copied or pickled
+        return state
+
+    def extra_repr(self) -> str:
+        return f"layers={list(self._layers)}"
+
+
+def wrap_model(
+    model: nn.Module,
+    ib_layers: LayerSpec,
+    *,
+    alpha: float = 0.008,
+    beta: float = 0.08,
+    num_classes: int | None = None,
+    y_kernel: Kernel = "linear",
+    sigma: float = 5.0,
+    eps: float = 1e-5,
+    mask_layer: str | None = None,
+    mask: ChannelMask | str | None = None,
+    check_finite: bool = True,
+) -> IBModel:
+    """Wrap ``model`` so that its chosen layers can be regularised by IB-RAR's HSIC bottleneck.
+
+    Args:
+        model: any ``nn.Module`` returning logits (it is not modified beyond forward hooks).
+        ib_layers: dotted ``named_modules()`` names; or a preset name (``"vgg16"``,
+            ``"vgg16:robust"``, see :func:`ib_plugins.presets.list_presets`); or ``"all"`` /
+            ``"robust"`` for the model's own preset; or an int n (the preset's last n hook points).
+        alpha: weight α of ``Σ nHSIC(T_l, X)`` (authors: 0.008).
+        beta: weight β of ``Σ nHSIC(T_l, Y)`` (authors: 0.08).
+        num_classes: number of classes for one-hot labels; None infers it from the logits (the
+            channel mask needs it given).
+        y_kernel: kernel on Y: ``"linear"`` (PGD-AT, masked CE scripts) or ``"gaussian"``.
+        sigma: Gaussian bandwidth, scaled by the feature dimension (authors: 5).
+        eps: the regulariser ε (authors: 1e-5).
+        mask_layer: dotted name of the layer to mask; None with a mask = the preset's mask layer.
+        mask: a :class:`~ib_plugins.channel_mask.ChannelMask`, or ``"paper"`` / ``"code"`` for one
+            with that mode (code mode uses the preset's ``k``), or None. ``mask_layer`` alone implies
+            ``"paper"``.
+        check_finite: raise, naming the layer, on NaN/inf activations.
+
+    Returns:
+        The :class:`IBModel`.
+
+    Raises:
+        UnknownLayerError: a layer name is not a submodule (close matches are listed).
+        ValueError: bad weights, kernel, layer specification, or a mask without ``num_classes``.
+        TypeError: ``model`` is not an ``nn.Module`` or is already wrapped.
+
+    Example:
+        >>> import torch.nn as nn
+        >>> net = nn.Sequential(nn.Conv2d(1, 8, 3), nn.ReLU(), nn.Flatten(), nn.Linear(8 * 36, 10))
+        >>> m = wrap_model(net, ["1", "3"], mask_layer="1", mask="code", num_classes=10)
+        >>> m.ib_config()["mask"]["mode"], m.layers
+        ('code', ('1', '3'))
+    """
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model: expected a torch.nn.Module, got {type(model).__name__}")
+    if isinstance(model, IBModel):
+        raise TypeError("model: this model is already an IBModel; unwrap() it first")
+    layers = expand_layer_spec(model, ib_layers)
+    bottleneck = HSICBottleneck(alpha=alpha, beta=beta, sigma=sigma, eps=eps, y_kernel=y_kernel, num_classes=num_classes)
+    if mask is None and mask_layer is not None:
+        mask = "paper"
+    if isinstance(mask, str):
+        if mask not in ("paper", "code"):
+            raise ValueError(f"mask: expected None, 'paper', 'code' or a ChannelMask, got {mask!r}")
+        preset = preset_for_model(model)
+        k = preset.mask_k if preset is not None else 10
+        mask = ChannelMask(mode=mask, k_low_y=k, k_high_x=k, num_classes=num_classes)
+    if mask is not None:
+        if not isinstance(mask, ChannelMask):
+            raise TypeError(f"mask: expected None, 'paper', 'code' or a ChannelMask, got {type(mask).__name__}")
+        if mask.num_classes is None:
+            if num_classes is None:
+                raise ValueError("num_classes: the channel mask needs the number of classes; pass num_classes=")
+            mask.num_classes = num_classes
+        if mask_layer is None:
+            preset = preset_for_model(model)
+            if preset is None or preset.mask_layer is None:
+                raise ValueError(
+                    f"mask_layer: {type(model).__name__} has no preset mask layer; pass the dotted name "
+                    "of the layer to mask"
+                )
+            mask_layer = preset.mask_layer
+    return IBModel(model, layers=layers, bottleneck=bottleneck, mask=mask, mask_layer=mask_layer, check_finite=check_finite)

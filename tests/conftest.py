@@ -1,0 +1,36 @@
+"""Shared pytest configuration: markers, a seeded RNG for every test, opt-in helper fixtures.
+
+Everything here is opt-in except :func:`_seed_torch`, which only calls ``torch.manual_seed(0)``
+before each test (the other test files that seed on their own are unaffected).
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "slow: a slow test (timing measurements, larger models)")
+    config.addinivalue_line("markers", "gpu: needs a CUDA device; skipped with a reason when none is available")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if torch.cuda.is_available():
+        return
+    skip_gpu = pytest.mark.skip(reason="needs a CUDA device, and torch.cuda.is_available() is False here")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip_gpu)
+
+
+@pytest.fixture(autouse=True)
+def _seed_torch() -> None:
+    """Seed torch's global RNG before every test (tests then draw from local generators too)."""
+    torch.manual_seed(0)
+
+
+@pytest.fixture
+def gen() -> torch.Generator:
+    """A fresh CPU generator seeded with 0."""
+    return torch.Generator().manual_seed(0)
