@@ -506,6 +506,7 @@ class HBaR(HSICBottleneck):
         return HBaRTerms(loss=self.xw * ce + terms.loss, ce=ce, hx=terms.hx, hy=terms.hy)
 
     def extra_repr(self) -> str:
+        """The configuration shown by ``repr``."""
         return (
             f"lambda_x={self.lambda_x}, lambda_y={self.lambda_y}, sigma={self.sigma}, eps={self.eps}, "
             f"y_kernel={self.y_kernel!r}, xw={self.xw}, mixup_alpha={self.mixup_alpha}, "
@@ -933,6 +934,7 @@ class VIBHead(nn.Module):
         return state
 
     def extra_repr(self) -> str:
+        """The configuration shown by ``repr``."""
         return (
             f"in_features={self.in_features}, num_classes={self.num_classes}, k={self.k}, beta={self.beta}, "
             f"eval_mode={self.eval_mode!r}, num_samples_eval={self.num_samples_eval}"
@@ -1060,7 +1062,9 @@ def vib_loss(logits: Tensor, y: Tensor, model_or_head: nn.Module) -> Tensor:
         True
     """
     if not isinstance(model_or_head, nn.Module):
-        raise TypeError(f"model_or_head: expected a VIBHead or a module containing one, got {type(model_or_head).__name__}")
+        raise TypeError(
+            f"model_or_head: expected a VIBHead or a module containing one, got {type(model_or_head).__name__}"
+        )
     heads = [m for m in model_or_head.modules() if isinstance(m, VIBHead)]
     if not heads:
         raise TypeError(

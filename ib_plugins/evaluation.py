@@ -278,7 +278,9 @@ class AttackSpec:
             raise TypeError(f"kwargs: expected a mapping, got {type(self.kwargs).__name__}")
         bad = [k for k in ("model", "eps") if k in self.kwargs]
         if bad:
-            raise ValueError(f"kwargs: expected no {', '.join(map(repr, bad))} (set the eps field), got {dict(self.kwargs)!r}")
+            raise ValueError(
+                f"kwargs: expected no {', '.join(map(repr, bad))} (set the eps field), got {dict(self.kwargs)!r}"
+            )
         object.__setattr__(self, "kwargs", MappingProxyType(dict(self.kwargs)))
         if self.attack in _UNBOUNDED:
             if self.eps is not None:
@@ -318,7 +320,13 @@ class AttackSpec:
             >>> AttackSpec("fgsm", "linf", 0.1, {}).to_dict()["attack"]
             'FGSM'
         """
-        return {"name": self.name, "attack": self.attack, "norm": self.norm, "eps": self.eps, "kwargs": dict(self.kwargs)}
+        return {
+            "name": self.name,
+            "attack": self.attack,
+            "norm": self.norm,
+            "eps": self.eps,
+            "kwargs": dict(self.kwargs),
+        }
 
 
 @dataclass(frozen=True)
@@ -379,36 +387,29 @@ class Budget:
 def default_budget(dataset: str = "cifar10", suite: str = "ibrar", budget: str | None = None) -> Budget:
     """The perturbation budget of a suite on a dataset.
 
-    IB-RAR suite (L-inf; CW is unbounded L2):
+    IB-RAR suite (L-inf radius eps, PGD step α, NI-FGSM step; CW is unbounded L2):
 
-    ==============================================  ==================================  ============================
-    dataset                                         ``"ibrar-code"`` eps / PGD α / NI α  ``"paper"`` eps / PGD α / NI α
-    ==============================================  ==================================  ============================
-    cifar10, cifar100, svhn, tiny-imagenet          0.03 / 2.3·eps/n / 2/255            8/255 / 2/255 / 2/255
-    mnist, fashion-mnist                            0.1 / 2.3·eps/n / 0.0261            0.3 / 0.075 / 0.075
-    digits                                          0.1 / 2.3·eps/n / 0.0261            0.1 / 0.025 / 0.025
-    ==============================================  ==================================  ============================
+    * cifar10, cifar100, svhn, tiny-imagenet: ``"ibrar-code"`` eps 0.03, PGD α = 2.3·eps/n,
+      NI-FGSM α = 2/255; ``"paper"`` eps 8/255, PGD α = NI-FGSM α = 2/255.
+    * mnist, fashion-mnist: ``"ibrar-code"`` eps 0.1, PGD α = 2.3·eps/n, NI-FGSM α ≈ 0.0261;
+      ``"paper"`` eps 0.3, PGD α = NI-FGSM α = 0.075.
+    * digits: ``"ibrar-code"`` eps 0.1, PGD α = 2.3·eps/n, NI-FGSM α ≈ 0.0261; ``"paper"`` eps 0.1,
+      PGD α = NI-FGSM α = 0.025.
 
-    The CIFAR-like rows are the spec's values (§2.6, A9). IB-RAR never evaluated MNIST-like data:
+    The CIFAR-like values are the spec's (§2.6, A9). IB-RAR never evaluated MNIST-like data:
     there ``"ibrar-code"`` keeps the code's step rules at eps 0.1 (NI-FGSM α scaled to keep the
-    code's α/eps = (2/255)/0.03), and ``"paper"`` uses the standard MNIST radius 0.3 with the paper's
-    α = eps/4. On the 8x8 digits (16 grey levels) both CIFAR values (≈ half a grey level) and 0.3
-    are meaningless, so both budgets use eps 0.1 (≈ 1.6 grey levels).
+    code's α/eps = (2/255)/0.03), and ``"paper"`` uses the standard MNIST radius 0.3 with the
+    paper's α = eps/4. On the 8x8 digits (16 grey levels) both the CIFAR radius (≈ half a grey
+    level) and 0.3 are meaningless, so both budgets use eps 0.1 (≈ 1.6 grey levels).
 
-    Entropic suite (budget ``"paper"`` only; spec §4.4):
+    Entropic suite (budget ``"paper"`` only; spec §4.4), L-inf / L2 radii:
 
-    ==========================  ===========  ========
-    dataset                     L-inf eps    L2 eps
-    ==========================  ===========  ========
-    mnist, fashion-mnist        0.3          4.5
-    cifar10, cifar100, svhn     0.03         0.95
-    tiny-imagenet               0.03         1.9
-    digits                      0.1          0.45
-    ==========================  ===========  ========
+    * mnist, fashion-mnist: 0.3 / 4.5 (paper);
+    * cifar10, cifar100, svhn: 0.03 / 0.95 (paper's CIFAR values);
+    * tiny-imagenet: 0.03 / 1.9 (twice the CIFAR L2 radius for 4x the pixels: same RMS per pixel);
+    * digits: 0.1 / 0.45 (keeps L2 / (L-inf·√d) ≈ 0.55, as MNIST's 0.54 and CIFAR's 0.57).
 
-    MNIST and CIFAR are the paper's values. tiny-imagenet doubles the CIFAR L2 radius (4x the
-    pixels: same RMS per pixel); digits keeps L2/(L-inf·√d) ≈ 0.55 as in MNIST (0.54) and CIFAR
-    (0.57). Step sizes follow foolbox 3's defaults (see :func:`build_suite`).
+    Step sizes follow foolbox 3's defaults (see :func:`build_suite`).
 
     Args:
         dataset: a dataset name (:func:`ib_plugins.data.list_datasets`).
@@ -638,12 +639,14 @@ def _resolve_device(model: nn.Module, x: Tensor, device: torch.device | str | No
         dev = torch.device(device)
     except (RuntimeError, TypeError) as err:
         raise ValueError(f"device: expected a torch device, got {device!r}") from err
-    if model_dev is not None and model_dev.type != dev.type:
-        raise ValueError(
-            f"device: the model's parameters are on {model_dev}, got device={dev}; move the model first "
-            "(the attack is built on one device)"
-        )
-    return dev
+    if model_dev is None:
+        return dev
+    if model_dev.type == dev.type and (dev.index is None or dev.index == model_dev.index):
+        return model_dev
+    raise ValueError(
+        f"device: the model's parameters are on {model_dev}, got device={dev}; move the model first "
+        "(the attack is built on one device)"
+    )
 
 
 def _cuda_devices(dev: torch.device) -> list[int]:
@@ -1083,7 +1086,9 @@ def evaluate_suite(
     kept: dict[str, Tensor] = {}
     for spec in specs:
         start = time.perf_counter()
-        adv = _run_attack(model, spec, x, y, batch_size=batch_size, seed=seed, dev=dev, progress=progress, warn_cw=False)
+        adv = _run_attack(
+            model, spec, x, y, batch_size=batch_size, seed=seed, dev=dev, progress=progress, warn_cw=False
+        )
         if dev.type == "cuda":
             torch.cuda.synchronize(dev)
         seconds = time.perf_counter() - start

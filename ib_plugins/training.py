@@ -859,7 +859,8 @@ class Trainer:
         config: the run's configuration (resolved on construction).
         out_dir: results folder.
         resume: continue from ``out_dir/checkpoint.pt`` (the config must be the same run; ``epochs``
-            may grow).
+            may grow); ``"auto"`` resumes when the folder holds a checkpoint of this run and starts
+            afresh otherwise (a finished run is then not trained again).
         overwrite: replace a folder that holds a different run.
         progress: show tqdm progress bars.
         callbacks: functions ``(trainer, epoch, metrics)`` called after each epoch.
@@ -882,7 +883,7 @@ class Trainer:
         config: TrainConfig,
         *,
         out_dir: str | os.PathLike[str],
-        resume: bool = False,
+        resume: bool | str = False,
         overwrite: bool = False,
         progress: bool = True,
         callbacks: list[Callable[[Trainer, int, dict[str, Any]], None]] | None = None,
@@ -890,6 +891,8 @@ class Trainer:
         self.config = resolve_config(config)
         self.device = _device(self.config.device)
         self.out_dir = Path(out_dir)
+        if resume not in (True, False, "auto"):
+            raise ValueError(f"resume: expected True, False or 'auto', got {resume!r}")
         self.resume = resume
         self.overwrite = overwrite
         self.progress = progress
@@ -900,6 +903,14 @@ class Trainer:
     # -- results folder ------------------------------------------------------------------------
     def _check_out_dir(self) -> None:
         cfg_path = self.out_dir / "config.json"
+        if self.resume == "auto":
+            self.resume = False
+            if not self.overwrite and (self.out_dir / "checkpoint.pt").is_file() and cfg_path.is_file():
+                try:
+                    existing = TrainConfig.from_dict(json.loads(cfg_path.read_text()))
+                    self.resume = existing.run_identity() == self.config.run_identity()
+                except (ValueError, TypeError, json.JSONDecodeError):
+                    self.resume = False
         if self.resume:
             if not (self.out_dir / "checkpoint.pt").is_file():
                 raise CheckpointError(f"resume: no checkpoint to resume from in {self.out_dir}")

@@ -488,8 +488,13 @@ def test_vib_float64() -> None:
         ((8, 1), {}, ValueError, "num_classes: expected an int >= 2, got 1"),
         ((8, 3), {"k": 0}, ValueError, "k: expected an int >= 1, got 0"),
         ((8, 3), {"beta": -1e-3}, ValueError, "beta: expected a finite number >= 0, got -0.001"),
-        ((8, 3), {"eval_mode": "median"}, ValueError, "eval_mode: expected one of 'mean', 'sample_average', got 'median'"),
-        ((8, 3), {"num_samples_eval": 0, "eval_mode": "sample_average"}, ValueError, "num_samples_eval: expected an int >= 1, got 0"),
+        ((8, 3), {"eval_mode": "median"}, ValueError, "eval_mode: expected one of 'mean', 'sample_average'"),
+        (
+            (8, 3),
+            {"num_samples_eval": 0, "eval_mode": "sample_average"},
+            ValueError,
+            "num_samples_eval: expected an int >= 1, got 0",
+        ),
         ((8, 3), {"num_samples_eval": 12}, ValueError, "num_samples_eval: only used with eval_mode='sample_average'"),
         ((8, 3), {"generator": 0}, TypeError, "generator: expected None or a torch.Generator, got int"),
     ],
@@ -538,7 +543,8 @@ def test_vib_classifier_forward_and_loss() -> None:
 
 
 def test_vib_classifier_feature_dim_mismatch_and_bad_backbone() -> None:
-    with pytest.raises(ValueError, match="feature_dim: the backbone returns 16 features per sample, but feature_dim=10"):
+    msg = "feature_dim: the backbone returns 16 features per sample, but feature_dim=10"
+    with pytest.raises(ValueError, match=msg):
         VIBClassifier(_cnn(), 10, 5)(torch.rand(2, 3, 8, 8))
     with pytest.raises(TypeError, match="backbone: expected a torch.nn.Module, got function"):
         VIBClassifier(lambda t: t, 4, 2)  # type: ignore[arg-type]

@@ -1,0 +1,14 @@
+"""Toolkit adapters: glue between :mod:`ib_plugins` and third-party adversarial-robustness toolkits.
+
+Each adapter is a submodule that users import explicitly, so that ``import ib_plugins`` and
+``import ib_plugins.adapters`` never import a toolkit:
+
+* :mod:`ib_plugins.adapters.art_training`: IB-RAR inside the Adversarial Robustness Toolbox (ART)
+  ``PyTorchClassifier`` and its adversarial trainers (plus a MART trainer in ART's conventions);
+  needs ``pip install 'ib-plugins[art]'``.
+
+Example:
+    >>> import ib_plugins.adapters
+    >>> ib_plugins.adapters.__name__
+    'ib_plugins.adapters'
+"""

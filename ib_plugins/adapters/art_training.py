@@ -1,0 +1,1341 @@
+"""IB-RAR inside the Adversarial Robustness Toolbox (ART 1.20.1): loss, classifier and trainers.
+
+The core mechanism is :class:`IBCrossEntropyLoss`, handed to ART's ``PyTorchClassifier`` as its
+loss. It is a ``nn.CrossEntropyLoss`` (so ART keeps integer labels and may rewrite ``.reduction``)
+that adds the IB term of an :class:`~ib_plugins.IBModel` only when the logits it receives *are* the
+output of a recorded training-mode forward (matched by identity with
+:meth:`~ib_plugins.IBModel.find_record`). Attack gradients are computed in eval mode, record
+nothing, and therefore get plain cross-entropy: the attack objective never changes.
+:func:`make_art_classifier` builds the classifier (an :class:`IBPyTorchClassifier`; the
+:class:`~ib_plugins.IBModel` is not an ``nn.Sequential``, so ART never unrolls it).
+
+Stock ART trainers then train with the IB term as they are; the ``IB*`` trainer classes below add
+what the stock ones cannot do: they give each batch's labels to the channel mask (so the mask's
+schedule counts *training batches* and restarts every epoch), let the IB term use the clean batch
+as X, offer the clean-pass option, and fix FBF's eval-mode update.
+
+Which forward the IB term regularises (``ib_pass="trainer"``, the default) is dictated by the
+trainer: it is the pass whose logits the trainer hands to ``classifier._loss``.
+``ib_pass="clean"`` always regularises the clean batch, reusing the trainer's clean forward when
+there is one and otherwise running one extra clean training forward per batch (which also updates
+BatchNorm running statistics). X of ``I(X, T)`` is the clean batch whenever an ``IB*`` class
+provides it (``x_for_ib="clean"``, the authors' choice), else the forward's own input.
+
+| trainer (ART 1.20.1)                     | ``ib_pass="trainer"`` regularises   | ``ib_pass="clean"`` (class to use)                  |
+|------------------------------------------|-------------------------------------|-----------------------------------------------------|
+| ``AdversarialTrainer(ratio=r)``          | the mixed batch (share r adv.)      | :class:`IBAdversarialTrainer`: +1 clean forward     |
+| ``AdversarialTrainerMadryPGD``           | the adversarial batch               | :class:`IBAdversarialTrainerMadryPGD`: +1 forward   |
+| ``AdversarialTrainerTRADESPyTorch``      | the clean batch                     | :class:`IBAdversarialTrainerTRADESPyTorch`: reused  |
+| ``AdversarialTrainerAWPPyTorch`` (PGD)   | the adversarial batch               | :class:`IBAdversarialTrainerAWPPyTorch`: +1 forward |
+| ``AdversarialTrainerAWPPyTorch`` (TRADES)| the clean batch                     | :class:`IBAdversarialTrainerAWPPyTorch`: reused     |
+| ``AdversarialTrainerFBFPyTorch``         | stock: nothing (eval-mode update);  | :class:`IBAdversarialTrainerFBFPyTorch`: +1 forward |
+|                                          | IB* class: the FGSM-RS adv. batch   |                                                     |
+| ``AdversarialTrainerOAATPyTorch``        | the clean batch                     | :class:`IBAdversarialTrainerOAATPyTorch`: reused    |
+| :class:`AdversarialTrainerMARTPyTorch`   | the adversarial batch (its CE term) | :class:`IBAdversarialTrainerMARTPyTorch`: reused    |
+
+"+1 forward": one extra clean training forward per batch; "reused": the trainer's own clean
+forward is regularised, at no extra cost. X of ``I(X, T)`` is the clean batch with every ``IB*``
+class (``x_for_ib="clean"``); with a stock trainer it is the regularised forward's own input, and
+``ib_pass="clean"`` is unavailable (a clear error names the class to use). The channel mask
+acts only where it is given labels: under the ``IB*`` classes, and under the stock
+``AdversarialTrainer``/``AdversarialTrainerMadryPGD`` through :meth:`IBPyTorchClassifier.fit`; the
+stock TRADES/AWP/FBF/OAAT trainers never give it labels, so there it stays off.
+
+How the channel mask gets each batch's labels (it needs them before the masked layer runs):
+
+* ``_batch_process`` trainers (TRADES, AWP, FBF, OAAT, MART): :class:`IBTrainerMixin` enters
+  :meth:`IBModel.labels(y_batch) <ib_plugins.IBModel.labels>` around the whole batch (ART's one-hot
+  labels converted to class indices) and restarts the schedule at every epoch;
+* ``AdversarialTrainer``/``AdversarialTrainerMadryPGD`` call ``classifier.fit`` once per batch:
+  :meth:`IBPyTorchClassifier.fit` enters the labels context around each batch it trains on;
+  :class:`IBAdversarialTrainer` also restarts the schedule at every epoch (with the stock trainers
+  it counts batches across epochs).
+
+Attack forwards run in eval mode: they are never masked and never advance the schedule.
+
+Example:
+    >>> import numpy as np, torch, torch.nn as nn
+    >>> from ib_plugins import wrap_model
+    >>> from art.attacks.evasion import ProjectedGradientDescent
+    >>> torch.manual_seed(0)  # doctest: +ELLIPSIS
+    <torch._C.Generator object at ...>
+    >>> net = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.ReLU(), nn.Flatten(), nn.Linear(256, 3))
+    >>> ib = wrap_model(net, ["1"], num_classes=3)
+    >>> clf = make_art_classifier(ib, optimizer=torch.optim.SGD(ib.parameters(), lr=0.1),
+    ...                           input_shape=(1, 8, 8), nb_classes=3)
+    >>> pgd = ProjectedGradientDescent(clf, eps=0.1, eps_step=0.05, max_iter=2, verbose=False)
+    >>> x, y = np.random.default_rng(0).random((16, 1, 8, 8), dtype=np.float32), np.arange(16) % 3
+    >>> IBAdversarialTrainerTRADESPyTorch(clf, pgd, beta=1.0).fit(x, y, batch_size=8, nb_epochs=1)
+    >>> clf.loss.num_ib_terms  # one IB term per training batch, none in the 4 attack steps
+    2
+    >>> clf.loss.num_calls
+    6
+"""
+
+from __future__ import annotations
+
+import hashlib
+import inspect
+import logging
+import math
+import warnings
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager, nullcontext
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from torch import Tensor
+
+from ib_plugins._optional import require
+from ib_plugins.errors import IBPluginsError
+from ib_plugins.training import mart_loss
+from ib_plugins.wrap import IBModel
+
+art = require("art", purpose="ib_plugins.adapters.art_training", extra="art")
+
+import numpy as np  # noqa: E402  (ART depends on numpy and tqdm)
+from art.config import ART_NUMPY_DTYPE  # noqa: E402
+from art.defences.trainer import (  # noqa: E402
+    AdversarialTrainer,
+    AdversarialTrainerAWPPyTorch,
+    AdversarialTrainerFBFPyTorch,
+    AdversarialTrainerMadryPGD,
+    AdversarialTrainerOAATPyTorch,
+    AdversarialTrainerTRADESPyTorch,
+    Trainer,
+)
+from art.estimators.classification import PyTorchClassifier  # noqa: E402
+from art.utils import check_and_transform_label_format, random_sphere  # noqa: E402
+from tqdm.auto import tqdm, trange  # noqa: E402
+
+__all__ = [
+    "TESTED_ART_VERSION",
+    "UntestedARTVersionWarning",
+    "check_art_version",
+    "source_fingerprint",
+    "CleanBatch",
+    "IBCrossEntropyLoss",
+    "IBPyTorchClassifier",
+    "make_art_classifier",
+    "make_art_proxy_classifier",
+    "IBTrainerMixin",
+    "IBAdversarialTrainer",
+    "IBAdversarialTrainerMadryPGD",
+    "IBAdversarialTrainerTRADESPyTorch",
+    "IBAdversarialTrainerAWPPyTorch",
+    "IBAdversarialTrainerFBFPyTorch",
+    "IBAdversarialTrainerOAATPyTorch",
+    "AdversarialTrainerMARTPyTorch",
+    "IBAdversarialTrainerMARTPyTorch",
+]
+
+logger = logging.getLogger(__name__)
+
+#: The ART release this adapter was written and tested against.
+TESTED_ART_VERSION = "1.20.1"
+
+IBPass = Literal["trainer", "clean"]
+XForIB = Literal["clean", "input"]
+
+
+# ---------------------------------------------------------------------------------------------
+# Version check
+# ---------------------------------------------------------------------------------------------
+class UntestedARTVersionWarning(UserWarning):
+    """The installed ART is not the release this adapter was tested with.
+
+    Example:
+        >>> issubclass(UntestedARTVersionWarning, UserWarning)
+        True
+    """
+
+
+def check_art_version(version: str | None = None) -> bool:
+    """Warn when ``version`` (default: the installed ``art.__version__``) is not the tested one.
+
+    The adapter relies on ART internals (``classifier._loss``, ``_batch_process``, the trainers'
+    forward order), and :class:`IBAdversarialTrainer`, :class:`IBPyTorchClassifier` and
+    :class:`IBAdversarialTrainerFBFPyTorch` contain adapted copies of ART 1.20.1 code.
+
+    Args:
+        version: a version string; None reads ``art.__version__``.
+
+    Returns:
+        True when the version is :data:`TESTED_ART_VERSION`.
+
+    Warns:
+        UntestedARTVersionWarning: naming both versions.
+
+    Example:
+        >>> check_art_version("1.20.1")
+        True
+        >>> import warnings
+        >>> with warnings.catch_warnings(record=True) as caught:
+        ...     warnings.simplefilter("always")
+        ...     check_art_version("1.17.0")
+        False
+        >>> "1.20.1" in str(caught[0].message)
+        True
+    """
+    version = str(art.__version__ if version is None else version)
+    if version == TESTED_ART_VERSION:
+        return True
+    warnings.warn(
+        f"ib_plugins.adapters.art_training was tested with adversarial-robustness-toolbox "
+        f"{TESTED_ART_VERSION}, but version {version} is installed; the trainers' internals it relies on may "
+        f"have changed (pip install 'adversarial-robustness-toolbox=={TESTED_ART_VERSION}')",
+        UntestedARTVersionWarning,
+        stacklevel=2,
+    )
+    return False
+
+
+check_art_version()
+
+
+def source_fingerprint(obj: Any) -> str:
+    """SHA-256 of ``inspect.getsource(obj)``: detects upstream changes to code this adapter copies.
+
+    Args:
+        obj: a function, method or class.
+
+    Returns:
+        The hex digest.
+
+    Example:
+        >>> len(source_fingerprint(check_art_version))
+        64
+    """
+    return hashlib.sha256(inspect.getsource(obj).encode("utf-8")).hexdigest()
+
+
+# ---------------------------------------------------------------------------------------------
+# Helpers
+# ---------------------------------------------------------------------------------------------
+def _require_ib_model(model: Any, name: str) -> IBModel:
+    if not isinstance(model, IBModel):
+        raise TypeError(
+            f"{name}: expected an ib_plugins.IBModel (build it with ib_plugins.wrap_model(model, ...)), "
+            f"got {type(model).__name__}"
+        )
+    return model
+
+
+def _check_hooks(model: IBModel) -> None:
+    if not model.has_hooks:
+        raise RuntimeError(
+            "the IBModel held by this ART classifier was unwrapped (or its hooks were removed): it records no "
+            "activations, so the IB term and the channel mask would silently be skipped. Wrap the network again "
+            "with ib_plugins.wrap_model(...) and build a new classifier with make_art_classifier(...), or train "
+            "with a plain torch.nn.CrossEntropyLoss if the IB term is no longer wanted"
+        )
+
+
+def _ib_model_of(classifier: Any) -> IBModel:
+    if not isinstance(classifier, PyTorchClassifier):
+        raise TypeError(
+            f"classifier: expected an ART PyTorchClassifier (build it with make_art_classifier), got "
+            f"{type(classifier).__name__}"
+        )
+    return _require_ib_model(classifier.model, "classifier.model")
+
+
+def _class_indices(y: Any, device: torch.device | str | None = None) -> Tensor:
+    """ART labels (indices ``[m]``/``[m, 1]`` or one-hot ``[m, C]``, numpy or torch) -> int64 indices ``[m]``."""
+    t = y if isinstance(y, Tensor) else torch.from_numpy(np.asarray(y))
+    if t.dim() == 2:
+        t = t.argmax(dim=1) if t.shape[1] > 1 else t[:, 0]
+    return t.to(device=device, dtype=torch.long)
+
+
+# ---------------------------------------------------------------------------------------------
+# The loss
+# ---------------------------------------------------------------------------------------------
+@dataclass
+class CleanBatch:
+    """The clean counterpart of the batch being trained on, row-aligned with it.
+
+    Attributes:
+        x: the clean inputs, preprocessed as the classifier feeds them to the model.
+        y: class indices ``[m]``.
+        output: the logits of the trainer's own clean training forward, when a trainer has one and
+            knows it (:class:`AdversarialTrainerMARTPyTorch` sets it); None otherwise.
+
+    Example:
+        >>> CleanBatch(torch.zeros(2, 3), torch.tensor([0, 1])).output is None
+        True
+    """
+
+    x: Tensor
+    y: Tensor
+    output: Tensor | None = None
+
+
+class IBCrossEntropyLoss(nn.CrossEntropyLoss):
+    """Cross-entropy plus the IB-RAR term of an :class:`~ib_plugins.IBModel`, for ART classifiers.
+
+    ``forward(logits, target)`` returns ``CE + ib_model.ib_loss(X, target, output=logits)`` when
+    ``logits`` is the output of a forward recorded by ``ib_model`` (training mode, gradients on),
+    and plain CE otherwise, so attack gradients (eval mode) and proxy models see pure CE. With
+    ``reduction="none"`` (ART's ``compute_loss``) the per-sample CE is returned without the IB term
+    (it is a batch-level quantity); with ``"sum"`` the IB term is added once, unscaled.
+
+    Args:
+        ib_model: the wrapped model whose records the loss reads.
+        ib_pass: ``"trainer"``: regularise the forward whose logits the trainer passes (see the
+            module table); ``"clean"``: regularise the clean batch (needs an ``IB*`` trainer or
+            :class:`IBAdversarialTrainer`, which provide it).
+        x_for_ib: X of ``I(X, T)``: ``"clean"`` = the clean batch when a trainer provides it (the
+            authors' choice), else the forward's input; ``"input"`` = always the forward's input.
+        weight: as ``nn.CrossEntropyLoss``.
+        ignore_index: as ``nn.CrossEntropyLoss``.
+        reduction: as ``nn.CrossEntropyLoss``.
+        label_smoothing: as ``nn.CrossEntropyLoss``.
+
+    Attributes:
+        num_calls: how many times the loss ran.
+        num_ib_terms: how many of those added an IB term.
+        num_extra_forwards: clean forwards run for ``ib_pass="clean"``.
+        last_ib: the last IB term (detached), or None.
+
+    Raises:
+        TypeError: ``ib_model`` is not an :class:`~ib_plugins.IBModel`.
+        ValueError: an unknown ``ib_pass`` or ``x_for_ib``.
+
+    Example:
+        >>> import torch.nn as nn
+        >>> from ib_plugins import wrap_model
+        >>> ib = wrap_model(nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 3)), ["1"], num_classes=3)
+        >>> loss = IBCrossEntropyLoss(ib)
+        >>> x, y = torch.rand(6, 4), torch.tensor([0, 1, 2, 0, 1, 2])
+        >>> train_value = loss(ib.train()(x), y)
+        >>> eval_value = loss(ib.eval()(x), y)   # no record: plain cross-entropy
+        >>> loss.num_calls, loss.num_ib_terms
+        (2, 1)
+    """
+
+    def __init__(
+        self,
+        ib_model: IBModel,
+        *,
+        ib_pass: IBPass = "trainer",
+        x_for_ib: XForIB = "clean",
+        weight: Tensor | None = None,
+        ignore_index: int = -100,
+        reduction: str = "mean",
+        label_smoothing: float = 0.0,
+    ) -> None:
+        _require_ib_model(ib_model, "ib_model")
+        if ib_pass not in ("trainer", "clean"):
+            raise ValueError(f"ib_pass: expected 'trainer' or 'clean', got {ib_pass!r}")
+        if x_for_ib not in ("clean", "input"):
+            raise ValueError(f"x_for_ib: expected 'clean' or 'input', got {x_for_ib!r}")
+        super().__init__(weight=weight, ignore_index=ignore_index, reduction=reduction, label_smoothing=label_smoothing)
+        # Stored outside nn.Module's registry on purpose: as a submodule, loss.train()/eval()/to()
+        # and loss.state_dict() would act on the model too.
+        object.__setattr__(self, "_ib_model", ib_model)
+        self.ib_pass: IBPass = ib_pass
+        self.x_for_ib: XForIB = x_for_ib
+        self.num_calls = 0
+        self.num_ib_terms = 0
+        self.num_extra_forwards = 0
+        self.last_ib: Tensor | None = None
+        self._clean: CleanBatch | None = None
+        self._warned_small = False
+
+    @property
+    def ib_model(self) -> IBModel:
+        """The :class:`~ib_plugins.IBModel` whose records this loss reads."""
+        return self._ib_model  # type: ignore[return-value]
+
+    @property
+    def wants_clean_batch(self) -> bool:
+        """Whether trainers should provide the clean batch (:meth:`clean_batch`).
+
+        Example:
+            >>> import torch.nn as nn
+            >>> from ib_plugins import wrap_model
+            >>> ib = wrap_model(nn.Sequential(nn.Linear(2, 2)), ["0"])
+            >>> IBCrossEntropyLoss(ib, x_for_ib="input").wants_clean_batch
+            False
+        """
+        return self.ib_pass == "clean" or self.x_for_ib == "clean"
+
+    @property
+    def current_clean_batch(self) -> CleanBatch | None:
+        """The clean batch provided for the batch being trained on, or None."""
+        return self._clean
+
+    @contextmanager
+    def clean_batch(self, x: Tensor, y: Tensor) -> Iterator[CleanBatch]:
+        """Provide the clean counterpart of the batch trained on inside the block.
+
+        Used by the ``IB*`` trainers; custom training loops may use it too.
+
+        Args:
+            x: clean inputs, preprocessed, row-aligned with the trained batch.
+            y: class indices ``[m]``.
+
+        Yields:
+            The :class:`CleanBatch` (a trainer may set its ``output``).
+
+        Example:
+            >>> import torch.nn as nn
+            >>> from ib_plugins import wrap_model
+            >>> loss = IBCrossEntropyLoss(wrap_model(nn.Sequential(nn.Linear(2, 2)), ["0"]))
+            >>> with loss.clean_batch(torch.rand(3, 2), torch.tensor([0, 1, 0])) as clean:
+            ...     loss.current_clean_batch is clean
+            True
+            >>> loss.current_clean_batch is None
+            True
+        """
+        previous = self._clean
+        self._clean = CleanBatch(x=x, y=_class_indices(y, device=x.device))
+        try:
+            yield self._clean
+        finally:
+            self._clean = previous
+
+    def ib_term(self, output: Tensor, target: Tensor) -> Tensor | None:
+        """The IB term for the recorded training forward that produced ``output`` (consumes it).
+
+        Args:
+            output: logits handed to the loss.
+            target: the labels handed to the loss (class indices or ``[m, C]`` probabilities).
+
+        Returns:
+            The differentiable IB term, or None when ``output`` is not from a recorded training
+            forward (attack or eval forwards, another model), when that forward's input requires
+            grad (an input-gradient computation, e.g. ``loss_gradient(training_mode=True)``), or
+            when the batch has fewer than 2 samples.
+
+        Raises:
+            RuntimeError: the model was unwrapped while still used for training, or
+                ``ib_pass="clean"`` without a trainer that provides the clean batch.
+
+        Example:
+            >>> import torch.nn as nn
+            >>> from ib_plugins import wrap_model
+            >>> ib = wrap_model(nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 2)), ["1"], num_classes=2)
+            >>> loss = IBCrossEntropyLoss(ib)
+            >>> loss.ib_term(ib.eval()(torch.rand(4, 4)), torch.tensor([0, 1, 0, 1])) is None
+            True
+        """
+        model = self.ib_model
+        if model.training and torch.is_grad_enabled():
+            _check_hooks(model)
+        record = model.find_record(output)
+        if record is None or record.inputs.requires_grad:
+            # No training record (eval/no-grad forward, another model), or a forward whose input
+            # requires grad: an input-gradient computation such as ART's loss_gradient with
+            # training_mode=True. Either way plain CE: the attack objective must not change.
+            return None
+        clean = self._clean
+        x: Tensor | None = None
+        y = target
+        if self.ib_pass == "clean":
+            if clean is None:
+                raise RuntimeError(
+                    "ib_pass='clean' needs the clean batch, which this trainer does not provide; use the IB* "
+                    "trainer classes of ib_plugins.adapters.art_training (e.g. IBAdversarialTrainerMadryPGD, "
+                    "IBAdversarialTrainerTRADESPyTorch) or ib_pass='trainer'"
+                )
+            x, y = clean.x, clean.y
+            if clean.output is not None and model.find_record(clean.output) is not None:
+                output = clean.output
+            elif not (record.inputs is clean.x or torch.equal(record.inputs, clean.x)):
+                output = model(clean.x)  # the trainer never forwarded the clean batch: one extra forward
+                self.num_extra_forwards += 1
+        elif self.x_for_ib == "clean" and clean is not None and clean.x.shape[0] == record.batch_size:
+            x = clean.x
+        batch = int(output.shape[0])
+        if batch < 2:
+            if not self._warned_small:
+                logger.warning("IBCrossEntropyLoss: a batch of %d sample(s) gets no IB term (HSIC needs >= 2)", batch)
+                self._warned_small = True
+            return None
+        ib = model.ib_loss(x, y, output=output)
+        self.num_ib_terms += 1
+        self.last_ib = ib.detach()
+        return ib
+
+    def forward(self, input: Tensor, target: Tensor) -> Tensor:  # noqa: A002 (nn.CrossEntropyLoss's names)
+        """Cross-entropy, plus the IB term for a recorded training forward (see the class docs).
+
+        Args:
+            input: logits ``[m, C]``.
+            target: class indices ``[m]`` or probabilities ``[m, C]``.
+
+        Returns:
+            The loss (per sample with ``reduction="none"``, then without the IB term).
+
+        Raises:
+            RuntimeError: see :meth:`ib_term`.
+
+        Example:
+            >>> import torch.nn as nn
+            >>> from ib_plugins import wrap_model
+            >>> ib = wrap_model(nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 2)), ["1"], num_classes=2)
+            >>> loss = IBCrossEntropyLoss(ib, reduction="none")
+            >>> loss(ib.train()(torch.rand(4, 4)), torch.tensor([0, 1, 0, 1])).shape
+            torch.Size([4])
+        """
+        self.num_calls += 1
+        model = self.ib_model
+        if model.training and torch.is_grad_enabled():
+            _check_hooks(model)
+        ce = super().forward(input, target)
+        if self.reduction == "none":
+            return ce
+        ib = self.ib_term(input, target)
+        return ce if ib is None else ce + ib
+
+    def extra_repr(self) -> str:
+        return f"ib_pass={self.ib_pass!r}, x_for_ib={self.x_for_ib!r}, reduction={self.reduction!r}"
+
+
+# ---------------------------------------------------------------------------------------------
+# The classifier
+# ---------------------------------------------------------------------------------------------
+class IBPyTorchClassifier(PyTorchClassifier):
+    """ART's ``PyTorchClassifier`` for an :class:`~ib_plugins.IBModel`; gives the mask its labels in ``fit``.
+
+    Identical to ``PyTorchClassifier`` (same arguments) except :meth:`fit`: when the model has a
+    channel mask, or :class:`IBAdversarialTrainer` provided the clean batch, ``fit`` runs its own
+    loop (an adapted copy of ART 1.20.1's) that enters :meth:`IBModel.labels(y_batch)
+    <ib_plugins.IBModel.labels>` around every batch, so the mask sees the labels of exactly the
+    rows it masks. Otherwise it is ART's ``fit``. Build it with :func:`make_art_classifier`.
+
+    Args:
+        model: the :class:`~ib_plugins.IBModel`.
+        loss: the loss (usually :class:`IBCrossEntropyLoss`).
+        **kwargs: everything else ``PyTorchClassifier`` takes.
+
+    Raises:
+        TypeError: ``model`` is not an :class:`~ib_plugins.IBModel`.
+
+    Example:
+        >>> import torch.nn as nn
+        >>> from ib_plugins import wrap_model
+        >>> ib = wrap_model(nn.Sequential(nn.Flatten(), nn.Linear(4, 3), nn.ReLU()), ["2"], num_classes=3)
+        >>> clf = IBPyTorchClassifier(ib, IBCrossEntropyLoss(ib), input_shape=(4,), nb_classes=3,
+        ...                           optimizer=torch.optim.SGD(ib.parameters(), lr=0.1), device_type="cpu")
+        >>> clf.ib_model is ib
+        True
+    """
+
+    def __init__(self, model: IBModel, loss: nn.Module, **kwargs: Any) -> None:
+        _require_ib_model(model, "model")
+        super().__init__(model=model, loss=loss, **kwargs)
+        self._ib_clean_inputs: np.ndarray | None = None
+
+    @property
+    def ib_model(self) -> IBModel:
+        """The wrapped :class:`~ib_plugins.IBModel` (same as ``self.model``)."""
+        return self.model  # type: ignore[return-value]
+
+    @contextmanager
+    def clean_inputs(self, x_clean: np.ndarray) -> Iterator[None]:
+        """Declare the clean counterpart (row-aligned) of the ``x`` passed to ``fit`` inside the block.
+
+        Args:
+            x_clean: clean inputs, same shape as that ``x``.
+
+        Yields:
+            Nothing.
+
+        Example:
+            >>> import torch.nn as nn
+            >>> from ib_plugins import wrap_model
+            >>> ib = wrap_model(nn.Sequential(nn.Flatten(), nn.Linear(4, 3), nn.ReLU()), ["2"], num_classes=3)
+            >>> clf = make_art_classifier(ib, optimizer=torch.optim.SGD(ib.parameters(), lr=0.1),
+            ...                           input_shape=(4,), nb_classes=3)
+            >>> with clf.clean_inputs(np.zeros((2, 4), dtype=np.float32)):
+            ...     pass
+        """
+        previous = self._ib_clean_inputs
+        self._ib_clean_inputs = x_clean
+        try:
+            yield
+        finally:
+            self._ib_clean_inputs = previous
+
+    def fit(
+        self,
+        x: np.ndarray,
+        y: np.ndarray,
+        batch_size: int = 128,
+        nb_epochs: int = 10,
+        training_mode: bool = True,
+        drop_last: bool = False,
+        scheduler: Any = None,
+        verbose: bool = False,
+        **kwargs: Any,
+    ) -> None:
+        """Fit the classifier, giving each batch's labels to the channel mask.
+
+        Same arguments as ``PyTorchClassifier.fit``. A call that trains on more than one batch
+        restarts the mask schedule at every epoch; a single-batch call (what ``AdversarialTrainer``
+        makes) counts as one batch of the caller's epoch and is not shuffled.
+
+        Args:
+            x: training data.
+            y: labels (indices or one-hot).
+            batch_size: batch size.
+            nb_epochs: epochs.
+            training_mode: model mode during training.
+            drop_last: drop the last incomplete batch.
+            scheduler: stepped once per epoch of this call.
+            verbose: progress bar.
+            **kwargs: ignored, as in ART.
+
+        Raises:
+            RuntimeError: the IBModel was unwrapped.
+            ValueError: no optimizer, or clean inputs of another length than ``x``.
+
+        Example:
+            >>> import torch.nn as nn
+            >>> from ib_plugins import wrap_model
+            >>> ib = wrap_model(nn.Sequential(nn.Flatten(), nn.Linear(4, 3), nn.ReLU()), ["2"], num_classes=3)
+            >>> clf = make_art_classifier(ib, optimizer=torch.optim.SGD(ib.parameters(), lr=0.1),
+            ...                           input_shape=(4,), nb_classes=3)
+            >>> clf.fit(np.random.rand(8, 4).astype(np.float32), np.arange(8) % 3, batch_size=4, nb_epochs=1)
+            >>> clf.loss.num_ib_terms
+            2
+        """
+        ib_model = self.ib_model
+        _check_hooks(ib_model)
+        clean = self._ib_clean_inputs
+        if ib_model.mask is None and clean is None:
+            try:
+                super().fit(
+                    x, y, batch_size=batch_size, nb_epochs=nb_epochs, training_mode=training_mode,
+                    drop_last=drop_last, scheduler=scheduler, verbose=verbose, **kwargs,
+                )
+            finally:
+                ib_model.clear_records()
+            return
+        # Adapted from ART 1.20.1 PyTorchClassifier.fit (pytorch.py 366-454): the labels context per
+        # batch, the clean batch for the loss, no shuffling of a single batch (keeps rows aligned).
+        if self._optimizer is None:
+            raise ValueError("optimizer: training needs an optimizer, got None (pass optimizer= to make_art_classifier)")
+        if self._use_amp:  # pragma: no cover - apex is not supported by this loop
+            raise NotImplementedError("IBPyTorchClassifier.fit with a channel mask does not support use_amp=True")
+        if clean is not None and len(clean) != len(x):
+            raise ValueError(f"clean inputs: expected {len(x)} rows (as x), got {len(clean)}")
+        self._model.train(mode=training_mode)
+        y = check_and_transform_label_format(y, nb_classes=self.nb_classes)
+        x_pre, y_pre = self._apply_preprocessing(x, y, fit=True)
+        y_pre = self.reduce_labels(y_pre)
+        x_t, y_t = torch.from_numpy(x_pre), torch.from_numpy(y_pre)
+        c_t = None
+        loss_fn = self._loss
+        if clean is not None and isinstance(loss_fn, IBCrossEntropyLoss) and loss_fn.wants_clean_batch:
+            c_t = torch.from_numpy(self._apply_preprocessing(clean, y, fit=True)[0])
+        n = len(x_t)
+        nb_batches = n // batch_size if drop_last else math.ceil(n / batch_size)
+        for _ in tqdm(range(nb_epochs), disable=not verbose, desc="Epochs"):
+            if nb_batches > 1:
+                ib_model.start_epoch()
+            order = torch.randperm(n) if nb_batches > 1 else torch.arange(n)
+            for b in range(nb_batches):
+                idx = order[b * batch_size : (b + 1) * batch_size]
+                x_b, y_b = x_t[idx].to(self._device), y_t[idx].to(self._device)
+                y_idx = _class_indices(y_b)
+                stash = nullcontext() if c_t is None else loss_fn.clean_batch(c_t[idx].to(self._device), y_idx)
+                self._optimizer.zero_grad()
+                try:
+                    with ib_model.labels(y_idx), stash:
+                        loss = self._loss(self._model(x_b)[-1], y_b)
+                    loss.backward()
+                    self._optimizer.step()
+                finally:
+                    ib_model.clear_records()
+            if scheduler is not None:
+                scheduler.step()
+
+    def fit_generator(self, generator: Any, nb_epochs: int = 20, verbose: bool = False, **kwargs: Any) -> None:
+        """ART's ``fit_generator``; refuses a channel mask (use :meth:`fit`, which gives it labels).
+
+        Args:
+            generator: an ART data generator.
+            nb_epochs: epochs.
+            verbose: progress bar.
+            **kwargs: passed to ART.
+
+        Raises:
+            NotImplementedError: the model has a channel mask.
+            RuntimeError: the IBModel was unwrapped.
+        """
+        ib_model = self.ib_model
+        _check_hooks(ib_model)
+        if ib_model.mask is not None:
+            raise NotImplementedError(
+                "IBPyTorchClassifier.fit_generator cannot give the channel mask its labels; use fit(x, y)"
+            )
+        try:
+            super().fit_generator(generator, nb_epochs=nb_epochs, verbose=verbose, **kwargs)
+        finally:
+            ib_model.clear_records()
+
+
+def make_art_classifier(
+    ib_model: IBModel,
+    *,
+    loss: nn.Module | None = None,
+    optimizer: torch.optim.Optimizer,
+    input_shape: tuple[int, ...],
+    nb_classes: int,
+    clip_values: tuple[float, float] | None = (0.0, 1.0),
+    **kwargs: Any,
+) -> IBPyTorchClassifier:
+    """Build the ART classifier for an :class:`~ib_plugins.IBModel` with the IB loss.
+
+    Args:
+        ib_model: the wrapped network (build the optimizer from ``ib_model.parameters()``).
+        loss: the training loss; None = ``IBCrossEntropyLoss(ib_model)``. Another loss trains
+            without the IB term (the channel mask still works).
+        optimizer: the optimizer.
+        input_shape: shape of one input, e.g. ``(1, 28, 28)``.
+        nb_classes: number of classes.
+        clip_values: input range; inputs are expected in ``[0, 1]`` (normalise inside the model).
+        **kwargs: passed to ``PyTorchClassifier`` (``device_type`` defaults to the model's device).
+
+    Returns:
+        The :class:`IBPyTorchClassifier`.
+
+    Raises:
+        TypeError: ``ib_model`` is not an :class:`~ib_plugins.IBModel` or ``loss`` not an ``nn.Module``.
+        ValueError: an :class:`IBCrossEntropyLoss` bound to another model.
+
+    Example:
+        >>> import torch.nn as nn
+        >>> from ib_plugins import wrap_model
+        >>> ib = wrap_model(nn.Sequential(nn.Flatten(), nn.Linear(4, 3), nn.ReLU()), ["2"], num_classes=3)
+        >>> clf = make_art_classifier(ib, optimizer=torch.optim.SGD(ib.parameters(), lr=0.1),
+        ...                           input_shape=(4,), nb_classes=3)
+        >>> type(clf.loss).__name__, clf.model is ib
+        ('IBCrossEntropyLoss', True)
+    """
+    _require_ib_model(ib_model, "ib_model")
+    if loss is None:
+        loss = IBCrossEntropyLoss(ib_model)
+    elif not isinstance(loss, nn.Module):
+        raise TypeError(f"loss: expected a torch.nn.Module loss (e.g. IBCrossEntropyLoss), got {type(loss).__name__}")
+    elif isinstance(loss, IBCrossEntropyLoss) and loss.ib_model is not ib_model:
+        raise ValueError("loss: this IBCrossEntropyLoss reads the records of another IBModel than ib_model")
+    if "device_type" not in kwargs:
+        param = next(ib_model.parameters(), None)
+        kwargs["device_type"] = "gpu" if param is not None and param.device.type == "cuda" else "cpu"
+    return IBPyTorchClassifier(
+        ib_model, loss, input_shape=tuple(input_shape), nb_classes=nb_classes, optimizer=optimizer,
+        clip_values=clip_values, **kwargs,
+    )
+
+
+def make_art_proxy_classifier(
+    classifier: PyTorchClassifier,
+    *,
+    optimizer_factory: Callable[[Iterable[nn.Parameter]], torch.optim.Optimizer] | None = None,
+    loss: nn.Module | None = None,
+) -> PyTorchClassifier:
+    """A proxy classifier for AWP/OAAT: an independent hook-free copy of the same :class:`~ib_plugins.IBModel`.
+
+    AWP and OAAT load the main model's ``state_dict`` into the proxy (strict), so the proxy needs
+    the identical ``IBModel`` structure. The copy has no hooks: its forwards are plain, and it
+    trains with plain cross-entropy by default (the weight perturbation then maximises CE only).
+
+    Args:
+        classifier: the main classifier (its model must be an :class:`~ib_plugins.IBModel`).
+        optimizer_factory: builds the proxy optimizer from its parameters; default SGD(lr=0.01).
+        loss: the proxy's loss; default ``nn.CrossEntropyLoss()``.
+
+    Returns:
+        A ``PyTorchClassifier`` around the copy.
+
+    Raises:
+        TypeError: ``classifier`` is not an ART ``PyTorchClassifier`` around an IBModel.
+
+    Example:
+        >>> import torch.nn as nn
+        >>> from ib_plugins import wrap_model
+        >>> ib = wrap_model(nn.Sequential(nn.Flatten(), nn.Linear(4, 3), nn.ReLU()), ["2"], num_classes=3)
+        >>> clf = make_art_classifier(ib, optimizer=torch.optim.SGD(ib.parameters(), lr=0.1),
+        ...                           input_shape=(4,), nb_classes=3)
+        >>> proxy = make_art_proxy_classifier(clf)
+        >>> proxy.model is not ib, proxy.model.has_hooks, ib.has_hooks
+        (True, False, True)
+    """
+    import copy
+
+    ib_model = _ib_model_of(classifier)
+    proxy_model = copy.deepcopy(ib_model)  # hooks are copied consistently with the copy ...
+    proxy_model.remove_hooks()  # ... and removed from the copy only
+    factory = optimizer_factory or (lambda params: torch.optim.SGD(params, lr=0.01))
+    return PyTorchClassifier(
+        proxy_model,
+        loss=loss if loss is not None else nn.CrossEntropyLoss(),
+        input_shape=classifier.input_shape,
+        nb_classes=classifier.nb_classes,
+        optimizer=factory(proxy_model.parameters()),
+        clip_values=classifier.clip_values,
+        device_type="cpu" if classifier.device.type == "cpu" else "gpu",
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# Trainers with a per-batch method: the mixin
+# ---------------------------------------------------------------------------------------------
+class IBTrainerMixin:
+    """Per-batch IB support for ART trainers that have a ``_batch_process`` method.
+
+    Put it first in the bases: ``class T(IBTrainerMixin, AdversarialTrainerXPyTorch)``. Around every
+    ``_batch_process`` call it (1) checks that the IBModel still has its hooks, (2) restarts the
+    channel-mask schedule at the first batch of each epoch of ``fit``/``fit_generator``, (3) enters
+    :meth:`IBModel.labels(y_batch) <ib_plugins.IBModel.labels>` (class indices) so the mask masks this
+    batch's training forwards on schedule, (4) provides the preprocessed clean batch to an
+    :class:`IBCrossEntropyLoss` (``x_for_ib="clean"``/``ib_pass="clean"``; "stash clean batch") and
+    (5) drops the batch's unconsumed records.
+
+    Raises:
+        TypeError: at construction, when the classifier's model is not an :class:`~ib_plugins.IBModel`.
+
+    Example:
+        >>> issubclass(IBAdversarialTrainerTRADESPyTorch, IBTrainerMixin)
+        True
+    """
+
+    _classifier: PyTorchClassifier
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        _ib_model_of(self._classifier)
+        self._ib_epoch_batches: int | None = None
+        self._ib_batch_count = 0
+
+    @contextmanager
+    def _ib_epochs(self, batches_per_epoch: int | None) -> Iterator[None]:
+        previous = (self._ib_epoch_batches, self._ib_batch_count)
+        self._ib_epoch_batches, self._ib_batch_count = batches_per_epoch, 0
+        try:
+            yield
+        finally:
+            self._ib_epoch_batches, self._ib_batch_count = previous
+
+    def fit(self, *args: Any, **kwargs: Any) -> Any:
+        """The trainer's ``fit``, with the mask schedule restarted at every epoch.
+
+        Args:
+            *args: as the trainer's ``fit``.
+            **kwargs: as the trainer's ``fit``.
+
+        Returns:
+            What the trainer's ``fit`` returns.
+        """
+        bound = inspect.signature(super().fit).bind(*args, **kwargs)  # type: ignore[misc]
+        bound.apply_defaults()
+        x, batch_size = bound.arguments["x"], bound.arguments["batch_size"]
+        with self._ib_epochs(math.ceil(len(x) / batch_size)):
+            return super().fit(*args, **kwargs)  # type: ignore[misc]
+
+    def fit_generator(self, generator: Any, *args: Any, **kwargs: Any) -> Any:
+        """The trainer's ``fit_generator``, with the mask schedule restarted at every epoch.
+
+        Args:
+            generator: an ART data generator.
+            *args: as the trainer's ``fit_generator``.
+            **kwargs: as the trainer's ``fit_generator``.
+
+        Returns:
+            What the trainer's ``fit_generator`` returns.
+        """
+        per_epoch = math.ceil(generator.size / generator.batch_size) if generator.size else None
+        with self._ib_epochs(per_epoch):
+            return super().fit_generator(generator, *args, **kwargs)  # type: ignore[misc]
+
+    @contextmanager
+    def _ib_batch(self, x_batch: np.ndarray, y_batch: np.ndarray) -> Iterator[None]:
+        clf = self._classifier
+        model = _ib_model_of(clf)
+        _check_hooks(model)
+        if self._ib_epoch_batches:
+            if self._ib_batch_count % self._ib_epoch_batches == 0:
+                model.start_epoch()
+            self._ib_batch_count += 1
+        y_idx = _class_indices(y_batch, device=clf.device)
+        loss = clf._loss
+        stash: Any = nullcontext()
+        if isinstance(loss, IBCrossEntropyLoss) and loss.wants_clean_batch:
+            y_cat = check_and_transform_label_format(np.asarray(y_batch), nb_classes=clf.nb_classes)
+            x_pre, _ = clf._apply_preprocessing(x_batch, y_cat, fit=True)
+            stash = loss.clean_batch(torch.from_numpy(x_pre).to(clf.device), y_idx)
+        try:
+            with model.labels(y_idx), stash:
+                yield
+        finally:
+            model.clear_records()
+
+    def _batch_process(self, *args: Any, **kwargs: Any) -> Any:
+        bound = inspect.signature(super()._batch_process).bind(*args, **kwargs)  # type: ignore[misc]
+        with self._ib_batch(bound.arguments["x_batch"], bound.arguments["y_batch"]):
+            return super()._batch_process(*args, **kwargs)  # type: ignore[misc]
+
+
+def _check_tensor_state(classifier: PyTorchClassifier, trainer: str) -> None:
+    bad = [k for k, v in classifier.model.state_dict().items() if not isinstance(v, Tensor)]
+    if bad:
+        raise ValueError(
+            f"{trainer} calls .size() on every state_dict entry of the model, but {', '.join(bad)} "
+            "is not a tensor (the channel mask's schedule state); use this trainer without a channel mask"
+        )
+
+
+class IBAdversarialTrainerTRADESPyTorch(IBTrainerMixin, AdversarialTrainerTRADESPyTorch):
+    """ART's TRADES trainer with :class:`IBTrainerMixin` (mask labels, clean batch, epoch schedule).
+
+    The IB term regularises the clean forward (TRADES passes the clean logits to the loss). Note
+    ART's ``scheduler`` check rejects torch >= 2 schedulers (pass None).
+
+    Args:
+        classifier: from :func:`make_art_classifier`.
+        attack: the training attack.
+        beta: TRADES' KL weight.
+
+    Example:
+        >>> IBAdversarialTrainerTRADESPyTorch.__mro__[1].__name__
+        'IBTrainerMixin'
+    """
+
+
+class IBAdversarialTrainerAWPPyTorch(IBTrainerMixin, AdversarialTrainerAWPPyTorch):
+    """ART's AWP trainer with :class:`IBTrainerMixin`.
+
+    Mode ``"PGD"`` regularises the adversarial forward, ``"TRADES"`` the clean one. Build the proxy
+    with :func:`make_art_proxy_classifier`. A channel mask is refused: AWP calls ``.size()`` on
+    every ``state_dict`` entry and the mask's schedule state is not a tensor.
+
+    Args:
+        classifier: from :func:`make_art_classifier`.
+        proxy_classifier: from :func:`make_art_proxy_classifier`.
+        attack: the training attack.
+        mode: ``"PGD"`` or ``"TRADES"``.
+        gamma: weight-perturbation scale.
+        beta: TRADES' KL weight.
+        warmup: epochs before weight perturbation starts.
+
+    Raises:
+        ValueError: the model has non-tensor state (a channel mask).
+
+    Example:
+        >>> IBAdversarialTrainerAWPPyTorch.__mro__[2].__name__
+        'AdversarialTrainerAWPPyTorch'
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        _check_tensor_state(self._classifier, "AdversarialTrainerAWPPyTorch")
+
+
+class IBAdversarialTrainerOAATPyTorch(IBTrainerMixin, AdversarialTrainerOAATPyTorch):
+    """ART's OAAT trainer with :class:`IBTrainerMixin`; the IB term regularises the clean forward.
+
+    OAAT replaces the classifier's optimizer by a fresh SGD at epoch ``int(3·nb_epochs/4)`` and
+    needs LPIPS/SWA settings in ``train_params`` (see the tests for a minimal CPU configuration).
+    A channel mask is refused (non-tensor ``state_dict`` entry, as for AWP).
+
+    Args:
+        classifier: from :func:`make_art_classifier`.
+        proxy_classifier: from :func:`make_art_proxy_classifier`.
+        lpips_classifier: the weight-averaged model for LPIPS (e.g. another proxy).
+        list_avg_models: SWA models.
+        attack: the training attack.
+        train_params: OAAT's parameter dict.
+
+    Raises:
+        ValueError: the model has non-tensor state (a channel mask).
+
+    Example:
+        >>> IBAdversarialTrainerOAATPyTorch.__mro__[2].__name__
+        'AdversarialTrainerOAATPyTorch'
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        _check_tensor_state(self._classifier, "AdversarialTrainerOAATPyTorch")
+
+
+class IBAdversarialTrainerFBFPyTorch(IBTrainerMixin, AdversarialTrainerFBFPyTorch):
+    """ART's "fast is better than free" trainer, fixed to update in training mode, with :class:`IBTrainerMixin`.
+
+    Upstream (ART 1.20.1) ``_batch_process`` runs its update forward in eval mode (left there by
+    ``loss_gradient``): BatchNorm never updates its running statistics and no IB record is made.
+    This class's ``_batch_process`` is upstream's with three changes: ``train(True)`` before the
+    update forward (and ``train(False)`` after), labels converted to one-hot first (upstream crashes
+    on index labels), and the reported accuracy read from the logits (``[-1]``). The IB term
+    regularises the FGSM-RS adversarial forward. FBF also sets its own cyclic learning rate and clips
+    the gradient norm to 0.5.
+
+    Args:
+        classifier: from :func:`make_art_classifier`.
+        eps: perturbation budget.
+        use_amp: must be False.
+
+    Raises:
+        NotImplementedError: ``use_amp=True``.
+
+    Example:
+        >>> IBAdversarialTrainerFBFPyTorch.__mro__[2].__name__
+        'AdversarialTrainerFBFPyTorch'
+    """
+
+    def __init__(self, classifier: PyTorchClassifier, eps: float = 8, use_amp: bool = False) -> None:
+        if use_amp:
+            raise NotImplementedError("IBAdversarialTrainerFBFPyTorch does not support use_amp=True")
+        super().__init__(classifier, eps=eps, use_amp=False)
+
+    def _batch_process(self, x_batch: np.ndarray, y_batch: np.ndarray, l_r: float) -> tuple[float, float, float]:
+        with self._ib_batch(x_batch, y_batch):
+            return self._fbf_batch(x_batch, y_batch, l_r)
+
+    def _fbf_batch(self, x_batch: np.ndarray, y_batch: np.ndarray, l_r: float) -> tuple[float, float, float]:
+        # Adapted from ART 1.20.1 AdversarialTrainerFBFPyTorch._batch_process
+        # (adversarial_trainer_fbf_pytorch.py 197-259); changes are marked "FIX".
+        clf = self._classifier
+        if clf._optimizer is None:
+            raise ValueError("Optimizer of classifier is currently None, but is required for adversarial training.")
+        y_batch = check_and_transform_label_format(y_batch, nb_classes=clf.nb_classes)  # FIX: index labels
+        n = x_batch.shape[0]
+        m = np.prod(x_batch.shape[1:]).item()
+        delta = random_sphere(n, m, self._eps, np.inf).reshape(x_batch.shape).astype(ART_NUMPY_DTYPE)
+        delta_grad = clf.loss_gradient(x_batch + delta, y_batch)
+        delta = np.clip(delta + 1.25 * self._eps * np.sign(delta_grad), -self._eps, +self._eps)
+        if clf.clip_values is not None:
+            x_batch_pert = np.clip(x_batch + delta, clf.clip_values[0], clf.clip_values[1])
+        else:
+            x_batch_pert = x_batch + delta
+        x_preprocessed, y_preprocessed = clf._apply_preprocessing(x_batch_pert, y_batch, fit=True)
+        if clf._reduce_labels:
+            y_preprocessed = np.argmax(y_preprocessed, axis=1)
+        i_batch = torch.from_numpy(x_preprocessed).to(clf._device)
+        o_batch = torch.from_numpy(y_preprocessed).to(clf._device)
+        clf._model.train(mode=True)  # FIX: upstream updates in the eval mode left by loss_gradient
+        clf._optimizer.zero_grad()
+        model_outputs = clf._model(i_batch)
+        loss = clf._loss(model_outputs[-1], o_batch)
+        clf._optimizer.param_groups[0].update(lr=l_r)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(clf._model.parameters(), 0.5)
+        clf._optimizer.step()
+        clf._model.train(mode=False)  # FIX: leave the model as TRADES/AWP do
+        train_acc = (model_outputs[-1].max(1)[1] == o_batch).sum().item()  # FIX: [-1], not [0]
+        return loss.item() * o_batch.size(0), train_acc, o_batch.size(0)
+
+
+# ---------------------------------------------------------------------------------------------
+# AdversarialTrainer / Madry: no per-batch method
+# ---------------------------------------------------------------------------------------------
+class IBAdversarialTrainer(AdversarialTrainer):
+    """ART's ``AdversarialTrainer`` that keeps the clean batch and restarts the mask schedule per epoch.
+
+    ``fit`` is an adapted copy of ART 1.20.1's (adversarial_trainer.py 196-266): the same shuffling
+    and adversarial replacement, plus (1) ``ib_model.start_epoch()`` at every epoch, (2) the clean
+    batch handed to :meth:`IBPyTorchClassifier.clean_inputs` (used as X of the IB term and for
+    ``ib_pass="clean"``) and (3) ``scheduler`` stepped once per epoch (upstream forwards it to
+    ``classifier.fit``, which steps it every batch). The mask's labels are given by
+    :meth:`IBPyTorchClassifier.fit`. ``fit_generator`` is ART's (labels per batch, no clean batch).
+
+    Args:
+        classifier: an :class:`IBPyTorchClassifier` (from :func:`make_art_classifier`).
+        attacks: attack(s) generating the adversarial share of each batch.
+        ratio: share of each batch replaced by adversarial examples.
+
+    Raises:
+        TypeError: ``classifier`` is not an :class:`IBPyTorchClassifier`.
+
+    Example:
+        >>> issubclass(IBAdversarialTrainer, AdversarialTrainer)
+        True
+    """
+
+    def __init__(self, classifier: IBPyTorchClassifier, attacks: Any, ratio: float = 0.5) -> None:
+        if not isinstance(classifier, IBPyTorchClassifier):
+            raise TypeError(
+                "classifier: expected an IBPyTorchClassifier (build it with make_art_classifier), got "
+                f"{type(classifier).__name__}"
+            )
+        super().__init__(classifier, attacks, ratio=ratio)
+
+    def fit(  # type: ignore[override]
+        self, x: np.ndarray, y: np.ndarray, batch_size: int = 128, nb_epochs: int = 20, scheduler: Any = None,
+        **kwargs: Any,
+    ) -> None:
+        """Adversarial training with the clean batch kept (see the class docs).
+
+        Args:
+            x: training set.
+            y: labels.
+            batch_size: batch size.
+            nb_epochs: epochs.
+            scheduler: learning-rate scheduler, stepped once per epoch.
+            **kwargs: passed to ``classifier.fit``.
+
+        Raises:
+            RuntimeError: the IBModel was unwrapped.
+            NotImplementedError: a targeted attack (as upstream).
+        """
+        clf: IBPyTorchClassifier = self._classifier  # type: ignore[assignment]
+        ib_model = clf.ib_model
+        _check_hooks(ib_model)
+        nb_batches = int(np.ceil(len(x) / batch_size))
+        ind = np.arange(len(x))
+        attack_id = 0
+        self._precomputed_adv_samples = []
+        for attack in self.attacks:
+            if "verbose" in attack.attack_params:
+                attack.set_params(verbose=False)
+            if "targeted" in attack.attack_params and attack.targeted:  # type: ignore[attr-defined]
+                raise NotImplementedError("Adversarial training with targeted attacks is currently not implemented")
+            self._precomputed_adv_samples.append(None if attack.estimator == clf else attack.generate(x, y=y))
+        for _ in trange(nb_epochs, desc="IB adversarial training epochs"):
+            np.random.shuffle(ind)
+            ib_model.start_epoch()
+            for batch_id in range(nb_batches):
+                idx = ind[batch_id * batch_size : min((batch_id + 1) * batch_size, x.shape[0])]
+                x_clean, y_batch = x[idx], y[idx]
+                x_batch = x_clean.copy()
+                attack = self.attacks[attack_id]
+                nb_adv = int(np.ceil(self.ratio * x_batch.shape[0]))
+                if self.ratio < 1:
+                    adv_ids = np.random.choice(x_batch.shape[0], size=nb_adv, replace=False)
+                else:
+                    adv_ids = np.array(list(range(x_batch.shape[0])))
+                    np.random.shuffle(adv_ids)
+                if attack.estimator == clf:
+                    x_batch[adv_ids] = attack.generate(x_batch[adv_ids], y=y_batch[adv_ids])
+                else:
+                    x_batch[adv_ids] = self._precomputed_adv_samples[attack_id][idx][adv_ids]  # type: ignore[index]
+                with clf.clean_inputs(x_clean):
+                    clf.fit(x_batch, y_batch, nb_epochs=1, batch_size=x_batch.shape[0], verbose=False, **kwargs)
+                attack_id = (attack_id + 1) % len(self.attacks)
+            if scheduler is not None:
+                scheduler.step()
+
+
+class IBAdversarialTrainerMadryPGD(AdversarialTrainerMadryPGD):
+    """ART's Madry PGD trainer running :class:`IBAdversarialTrainer` (clean batch kept, schedule per epoch).
+
+    Same arguments as ``AdversarialTrainerMadryPGD``; only ``self.trainer`` differs. The IB term
+    regularises the adversarial forward (X = the clean batch), or with ``ib_pass="clean"`` one extra
+    clean forward per batch.
+
+    Args:
+        classifier: an :class:`IBPyTorchClassifier`.
+        nb_epochs: default epochs.
+        batch_size: default batch size.
+        eps: PGD budget.
+        eps_step: PGD step.
+        max_iter: PGD iterations.
+        num_random_init: PGD random restarts.
+
+    Raises:
+        TypeError: ``classifier`` is not an :class:`IBPyTorchClassifier`.
+
+    Example:
+        >>> issubclass(IBAdversarialTrainerMadryPGD, AdversarialTrainerMadryPGD)
+        True
+    """
+
+    def __init__(
+        self,
+        classifier: IBPyTorchClassifier,
+        nb_epochs: int | None = 205,
+        batch_size: int | None = 128,
+        eps: float = 8,
+        eps_step: float = 2,
+        max_iter: int = 7,
+        num_random_init: int = 1,
+    ) -> None:
+        super().__init__(
+            classifier, nb_epochs=nb_epochs, batch_size=batch_size, eps=eps, eps_step=eps_step,
+            max_iter=max_iter, num_random_init=num_random_init,
+        )
+        self.trainer = IBAdversarialTrainer(classifier, self.attack, ratio=1.0)
+
+
+# ---------------------------------------------------------------------------------------------
+# MART in ART's conventions
+# ---------------------------------------------------------------------------------------------
+class AdversarialTrainerMARTPyTorch(Trainer):
+    """MART (Wang et al., ICLR 2020) as an ART trainer, following ART's TRADES-PyTorch conventions.
+
+    ART 1.20.1 ships no MART; IB-RAR combines with it. Per batch: the attack runs in eval mode, then
+    in training mode a clean and an adversarial forward, and the loss
+    ``classifier._loss(logits_adv, y) + [BCE-boost + β·KL-weighted]`` of
+    :func:`ib_plugins.training.mart_loss` (its CE term is routed through the classifier's loss, so an
+    :class:`IBCrossEntropyLoss` adds the IB term on the adversarial forward). Works with any
+    ``PyTorchClassifier``; :class:`IBAdversarialTrainerMARTPyTorch` adds the mask labels and clean batch.
+
+    Args:
+        classifier: an ART ``PyTorchClassifier`` with an optimizer.
+        attack: the training attack (e.g. ART PGD).
+        beta: weight of MART's robust KL term (6.0 in the MART paper; the IB-RAR scripts use 0.5).
+
+    Raises:
+        TypeError: ``classifier`` is not a ``PyTorchClassifier``.
+        ValueError: ``beta`` negative or not finite.
+
+    Example:
+        >>> import torch.nn as nn
+        >>> from art.attacks.evasion import ProjectedGradientDescent
+        >>> net = nn.Sequential(nn.Flatten(), nn.Linear(4, 3))
+        >>> clf = PyTorchClassifier(net, nn.CrossEntropyLoss(), input_shape=(4,), nb_classes=3,
+        ...                         optimizer=torch.optim.SGD(net.parameters(), lr=0.1), clip_values=(0, 1))
+        >>> pgd = ProjectedGradientDescent(clf, eps=0.1, eps_step=0.05, max_iter=2, verbose=False)
+        >>> trainer = AdversarialTrainerMARTPyTorch(clf, pgd, beta=6.0)
+        >>> trainer.fit(np.random.rand(8, 4).astype(np.float32), np.arange(8) % 3, batch_size=4, nb_epochs=1)
+        >>> trainer.predict(np.zeros((2, 4), dtype=np.float32)).shape
+        (2, 3)
+    """
+
+    def __init__(self, classifier: PyTorchClassifier, attack: Any, beta: float = 6.0) -> None:
+        if not isinstance(classifier, PyTorchClassifier):
+            raise TypeError(f"classifier: expected an ART PyTorchClassifier, got {type(classifier).__name__}")
+        if isinstance(beta, bool) or not isinstance(beta, (int, float)) or not (beta >= 0 and math.isfinite(beta)):
+            raise ValueError(f"beta: expected a finite number >= 0, got {beta!r}")
+        super().__init__(classifier)
+        self._classifier: PyTorchClassifier
+        self._attack = attack
+        self._beta = float(beta)
+
+    def fit(
+        self,
+        x: np.ndarray,
+        y: np.ndarray,
+        validation_data: tuple[np.ndarray, np.ndarray] | None = None,
+        batch_size: int = 128,
+        nb_epochs: int = 20,
+        scheduler: Any = None,
+        **kwargs: Any,
+    ) -> None:
+        """Train with MART.
+
+        Args:
+            x: training set.
+            y: labels (indices or one-hot).
+            validation_data: ``(x_val, y_val)``; clean validation accuracy is logged per epoch.
+            batch_size: batch size.
+            nb_epochs: epochs.
+            scheduler: any torch learning-rate scheduler, stepped once per epoch.
+            **kwargs: unused (ART's convention).
+        """
+        nb_batches = int(np.ceil(len(x) / batch_size))
+        ind = np.arange(len(x))
+        y = check_and_transform_label_format(y, nb_classes=self._classifier.nb_classes)
+        for i_epoch in trange(nb_epochs, desc="Adversarial Training MART - Epochs"):
+            np.random.shuffle(ind)
+            totals = np.zeros(3)
+            for batch_id in range(nb_batches):
+                idx = ind[batch_id * batch_size : min((batch_id + 1) * batch_size, x.shape[0])]
+                totals += self._batch_process(x[idx].copy(), y[idx])
+            if scheduler is not None:
+                scheduler.step()
+            self._log_epoch(i_epoch, totals, validation_data)
+
+    def fit_generator(self, generator: Any, nb_epochs: int = 20, scheduler: Any = None, **kwargs: Any) -> None:
+        """Train with MART from an ART data generator.
+
+        Args:
+            generator: an ART ``DataGenerator`` (``size`` must be known).
+            nb_epochs: epochs.
+            scheduler: any torch learning-rate scheduler, stepped once per epoch.
+            **kwargs: unused.
+
+        Raises:
+            ValueError: the generator's size is None.
+        """
+        if generator.size is None:
+            raise ValueError("generator: MART needs a generator with a known size, got size=None")
+        nb_batches = int(np.ceil(generator.size / generator.batch_size))
+        for i_epoch in trange(nb_epochs, desc="Adversarial Training MART - Epochs"):
+            totals = np.zeros(3)
+            for _ in range(nb_batches):
+                x_batch, y_batch = generator.get_batch()
+                totals += self._batch_process(np.array(x_batch, copy=True), y_batch)
+            if scheduler is not None:
+                scheduler.step()
+            self._log_epoch(i_epoch, totals, None)
+
+    def _log_epoch(self, i_epoch: int, totals: np.ndarray, validation_data: Any) -> None:
+        loss, acc, n = totals / max(totals[2], 1)
+        if validation_data is None:
+            logger.info("epoch: %s loss: %.4f acc-adv: %.4f", i_epoch, loss, acc)
+            return
+        x_val, y_val = validation_data
+        pred = np.argmax(self.predict(x_val), axis=1)
+        val_acc = float(np.mean(pred == _class_indices(y_val).numpy()))
+        logger.info("epoch: %s loss: %.4f acc-adv: %.4f acc(val): %.4f", i_epoch, loss, acc, val_acc)
+
+    def _batch_process(self, x_batch: np.ndarray, y_batch: np.ndarray) -> tuple[float, float, float]:
+        """One MART step; returns ``(loss·n, correct adversarial predictions, n)`` as ART's trainers."""
+        clf = self._classifier
+        if clf._optimizer is None:
+            raise ValueError("Optimizer of classifier is currently None, but is required for adversarial training.")
+        clf._model.train(mode=False)
+        x_batch_pert = self._attack.generate(x_batch, y=y_batch)
+        y_batch = check_and_transform_label_format(y_batch, nb_classes=clf.nb_classes)
+        x_pre, y_pre = clf._apply_preprocessing(x_batch, y_batch, fit=True)
+        x_pre_pert, _ = clf._apply_preprocessing(x_batch_pert, y_batch, fit=True)
+        y_idx = _class_indices(y_pre, device=clf._device)
+        if clf._reduce_labels:
+            y_pre = np.argmax(y_pre, axis=1)
+        i_batch = torch.from_numpy(x_pre).to(clf._device)
+        i_batch_pert = torch.from_numpy(x_pre_pert).to(clf._device)
+        o_batch = torch.from_numpy(y_pre).to(clf._device)
+        clf._model.train(mode=True)
+        clf._optimizer.zero_grad()
+        logits = clf._model(i_batch)[-1]
+        logits_adv = clf._model(i_batch_pert)[-1]
+        loss_fn = clf._loss
+        if isinstance(loss_fn, IBCrossEntropyLoss) and loss_fn.current_clean_batch is not None:
+            loss_fn.current_clean_batch.output = logits  # lets ib_pass="clean" reuse this clean forward
+        # mart_loss = CE(adv) + boost + beta*KL; its CE term is swapped for the classifier's loss.
+        regulariser = mart_loss(logits, logits_adv, y_idx, beta=self._beta) - F.cross_entropy(logits_adv, y_idx)
+        loss = loss_fn(logits_adv, o_batch) + regulariser
+        loss.backward()
+        clf._optimizer.step()
+        clf._model.train(mode=False)
+        n = int(o_batch.shape[0])
+        train_acc = (logits_adv.argmax(1) == y_idx).sum().item()
+        return loss.item() * n, train_acc, n
+
+    def predict(self, x: np.ndarray, **kwargs: Any) -> np.ndarray:
+        """Predictions of the trained classifier.
+
+        Args:
+            x: inputs.
+            **kwargs: passed to ``classifier.predict``.
+
+        Returns:
+            The classifier's outputs.
+        """
+        return self._classifier.predict(x, **kwargs)
+
+
+class IBAdversarialTrainerMARTPyTorch(IBTrainerMixin, AdversarialTrainerMARTPyTorch):
+    """:class:`AdversarialTrainerMARTPyTorch` with :class:`IBTrainerMixin` (mask labels, clean batch).
+
+    The IB term regularises the adversarial forward (X = the clean batch); with
+    ``ib_pass="clean"`` MART's own clean forward (no extra forward).
+
+    Args:
+        classifier: from :func:`make_art_classifier`.
+        attack: the training attack.
+        beta: MART's robust-term weight.
+
+    Example:
+        >>> IBAdversarialTrainerMARTPyTorch.__mro__[2].__name__
+        'AdversarialTrainerMARTPyTorch'
+    """

@@ -1,0 +1,864 @@
+"""RobustBench-style model-info files and leaderboards (markdown and a self-contained HTML page).
+
+A *model-info file* is RobustBench's JSON description of one evaluated model, stored as
+``model_info/<dataset>/<threat_model>/<model_id>.json`` (RobustBench 1.1.1 ``ModelInfo``,
+``robustbench/utils.py``): the fields ``link, name, authors, additional_data,
+number_forward_passes, dataset, venue, architecture, eps, clean_acc, reported, corruptions_acc,
+corruptions_acc_3d, corruptions_mce, corruptions_mce_3d, autoattack_acc, footnote``, plus the
+curated files' ``unreliable`` (AutoAttack evaluation potentially unreliable) and ``external`` (best
+known robust accuracy). Accuracies are **percentage strings** (``"72.91"``), as RobustBench's
+``update_json`` writes them. Files written by :mod:`ib_plugins` add an ``ib_plugins`` object (IB
+settings, attack-suite results); other unknown keys are kept as they are.
+
+:class:`LeaderboardEntry` reads (validating the schema), writes and ranks such files;
+:func:`render_markdown` gives the table RobustBench's ``list_available_models`` prints;
+:func:`render_html` a standalone page with the columns of RobustBench's leaderboard (no external
+resources, click a column header to sort); :func:`render_leaderboard` writes both.
+
+Ranking follows RobustBench: by the best known robust accuracy (``external`` when present, else
+the AutoAttack accuracy), descending. Entries of different datasets or threat models are listed
+in separate tables.
+
+This module imports only the standard library and torch.
+
+Example:
+    >>> e = LeaderboardEntry(model_name="ib_rar_digits", dataset="digits", threat_model="Linf", eps=0.1,
+    ...                      clean_acc="97.5", autoattack_acc="61.25", name="IB-RAR", architecture="DigitsCNN")
+    >>> e.robust_accuracy, e.clean_accuracy
+    (0.6125, 0.975)
+    >>> print(render_markdown([e]))
+    ### digits, Linf (eps = 0.1)
+    <BLANKLINE>
+    | # | Model ID | Paper | Clean accuracy | Robust accuracy | Architecture | Venue |
+    |:---:|---|---|:---:|:---:|:---:|:---:|
+    | **1** | **ib_rar_digits** | *IB-RAR* | 97.50% | 61.25% | DigitsCNN | Unpublished |
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import logging
+import math
+import os
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, fields
+from fractions import Fraction
+from pathlib import Path
+from typing import Any, Union
+
+__all__ = [
+    "MODEL_INFO_FIELDS",
+    "THREAT_MODELS",
+    "LeaderboardEntry",
+    "load_entries",
+    "render_markdown",
+    "render_html",
+    "render_leaderboard",
+]
+
+logger = logging.getLogger(__name__)
+
+PathLike = Union[str, "os.PathLike[str]"]
+
+#: RobustBench 1.1.1 ``ModelInfo`` fields, in its order (``robustbench/utils.py``).
+MODEL_INFO_FIELDS: tuple[str, ...] = (
+    "link",
+    "name",
+    "authors",
+    "additional_data",
+    "number_forward_passes",
+    "dataset",
+    "venue",
+    "architecture",
+    "eps",
+    "clean_acc",
+    "reported",
+    "corruptions_acc",
+    "corruptions_acc_3d",
+    "corruptions_mce",
+    "corruptions_mce_3d",
+    "autoattack_acc",
+    "footnote",
+)
+#: RobustBench's threat-model folder names.
+THREAT_MODELS: tuple[str, ...] = ("Linf", "L2", "corruptions", "corruptions_3d")
+
+_TEXT_FIELDS = ("link", "name", "authors", "venue", "architecture", "footnote")
+_PERCENT_FIELDS = (
+    "clean_acc",
+    "corruptions_acc",
+    "corruptions_acc_3d",
+    "corruptions_mce",
+    "corruptions_mce_3d",
+    "autoattack_acc",
+    "external",
+)
+_ROBUST_FIELDS = ("autoattack_acc", "corruptions_acc", "corruptions_acc_3d", "external")
+_KNOWN_KEYS = frozenset(MODEL_INFO_FIELDS) | {"unreliable", "external", "ib_plugins"}
+
+
+# --------------------------------------------------------------------------------------------------
+# Field validation
+# --------------------------------------------------------------------------------------------------
+
+
+def _type_name(value: object) -> str:
+    return "null" if value is None else type(value).__name__
+
+
+def _check_text(name: str, value: object) -> str | None:
+    if value is None or isinstance(value, str):
+        return value
+    raise ValueError(f"field {name!r}: expected a string or null, got {_type_name(value)} {value!r}")
+
+
+def _check_percent(name: str, value: object, *, required: bool = False) -> str | None:
+    if value is None:
+        if required:
+            raise ValueError(f"field {name!r}: expected a percentage string such as \"72.91\", got null/missing")
+        return None
+    if isinstance(value, bool) or not isinstance(value, (str, int, float)):
+        raise ValueError(f"field {name!r}: expected a percentage string such as \"72.91\", got {_type_name(value)}")
+    text = value.strip() if isinstance(value, str) else str(value)
+    try:
+        number = float(text)
+    except ValueError:
+        raise ValueError(f"field {name!r}: expected a percentage string such as \"72.91\", got {value!r}") from None
+    if not math.isfinite(number) or not 0.0 <= number <= 100.0:
+        raise ValueError(f"field {name!r}: expected a percentage in [0, 100], got {value!r}")
+    return text
+
+
+def _check_eps(value: object) -> float | str | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (str, int, float)):
+        raise ValueError(f"field 'eps': expected a number, a string like \"8/255\" or null, got {_type_name(value)}")
+    try:
+        number = _eps_value(value)
+    except (ValueError, ZeroDivisionError):
+        raise ValueError(f"field 'eps': expected a number or a string like \"8/255\", got {value!r}") from None
+    if not math.isfinite(number) or number < 0:
+        raise ValueError(f"field 'eps': expected a finite value >= 0, got {value!r}")
+    return value if isinstance(value, str) else float(value)
+
+
+def _eps_value(value: float | str) -> float:
+    if isinstance(value, str):
+        return float(Fraction(value.strip().replace(" ", "")))
+    return float(value)
+
+
+def _format_eps(value: float | str | None) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, str):
+        return value
+    k = value * 255
+    if value > 0 and abs(k - round(k)) < 1e-6 and round(k) >= 1:
+        return f"{round(k)}/255"
+    return f"{value:.4g}"
+
+
+def _pct(text: str | None) -> float | None:
+    return None if text is None else float(text) / 100.0
+
+
+# --------------------------------------------------------------------------------------------------
+# The entry
+# --------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class LeaderboardEntry:
+    """One model's RobustBench model-info record (see the module docstring for the schema).
+
+    Accuracies are percentage strings, as in RobustBench's files; the float properties
+    (:attr:`clean_accuracy`, :attr:`robust_accuracy`, :attr:`best_known_accuracy`) give fractions.
+
+    Attributes:
+        model_name: the model ID (the file's stem).
+        dataset: e.g. ``"cifar10"``.
+        clean_acc: clean accuracy in percent, e.g. ``"91.08"``.
+        threat_model: ``"Linf"``, ``"L2"``, ``"corruptions"``, ``"corruptions_3d"`` or None
+            (taken from the file's folder when read).
+        eps: the radius (float, or a string like ``"8/255"`` as in curated files).
+        autoattack_acc: AutoAttack robust accuracy in percent.
+        link, name, authors, venue, architecture, footnote: paper and model description.
+        additional_data: whether extra training data was used.
+        number_forward_passes: forward passes per prediction.
+        reported: the accuracy the paper reports.
+        corruptions_acc, corruptions_acc_3d, corruptions_mce, corruptions_mce_3d: corruption
+            results (not produced by ib_plugins).
+        unreliable: the AutoAttack evaluation is potentially unreliable.
+        external: best known robust accuracy (AutoAttack + external evaluations), in percent.
+        ib_plugins: the IB settings and extra results written by ib_plugins.
+        extra: unknown keys of the file, kept for round trips.
+        path: the file it was read from / written to (not serialised).
+
+    Raises:
+        ValueError: a field breaks the schema; the message names the field.
+
+    Example:
+        >>> try:
+        ...     LeaderboardEntry(model_name="m", dataset="cifar10", clean_acc="abc", autoattack_acc="1")
+        ... except ValueError as err:
+        ...     print(err)
+        field 'clean_acc': expected a percentage string such as "72.91", got 'abc'
+    """
+
+    model_name: str
+    dataset: str
+    clean_acc: str
+    threat_model: str | None = None
+    eps: float | str | None = None
+    autoattack_acc: str | None = None
+    link: str | None = None
+    name: str | None = None
+    authors: str | None = None
+    additional_data: bool | None = None
+    number_forward_passes: int | None = None
+    venue: str | None = None
+    architecture: str | None = None
+    reported: str | None = None
+    corruptions_acc: str | None = None
+    corruptions_acc_3d: str | None = None
+    corruptions_mce: str | None = None
+    corruptions_mce_3d: str | None = None
+    footnote: str | None = None
+    unreliable: bool = False
+    external: str | None = None
+    ib_plugins: dict[str, Any] | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+    path: Path | None = field(default=None, compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.model_name, str) or not self.model_name.strip():
+            raise ValueError(f"model_name: expected a non-empty string, got {self.model_name!r}")
+        if any(c in self.model_name for c in "/\\") or self.model_name in (".", ".."):
+            raise ValueError(f"model_name: expected a file name without path separators, got {self.model_name!r}")
+        if not isinstance(self.dataset, str) or not self.dataset.strip():
+            raise ValueError(f"field 'dataset': expected a non-empty string, got {_type_name(self.dataset)} {self.dataset!r}")
+        if self.threat_model is not None and not isinstance(self.threat_model, str):
+            raise ValueError(f"threat_model: expected a string or None, got {_type_name(self.threat_model)}")
+        for name in _TEXT_FIELDS:
+            _check_text(name, getattr(self, name))
+        for name in _PERCENT_FIELDS:
+            setattr(self, name, _check_percent(name, getattr(self, name), required=name == "clean_acc"))
+        if all(getattr(self, name) is None for name in _ROBUST_FIELDS):
+            raise ValueError(
+                "field 'autoattack_acc': expected a robust accuracy (autoattack_acc, or corruptions_acc / "
+                "corruptions_acc_3d / external), got none"
+            )
+        self.eps = _check_eps(self.eps)
+        if self.additional_data is not None and not isinstance(self.additional_data, bool):
+            raise ValueError(f"field 'additional_data': expected true, false or null, got {self.additional_data!r}")
+        n = self.number_forward_passes
+        if n is not None and (isinstance(n, bool) or not isinstance(n, int) or n < 1):
+            raise ValueError(f"field 'number_forward_passes': expected an integer >= 1 or null, got {n!r}")
+        if self.reported is not None:
+            if isinstance(self.reported, bool) or not isinstance(self.reported, (str, int, float)):
+                raise ValueError(f"field 'reported': expected a percentage string or null, got {_type_name(self.reported)}")
+            self.reported = str(self.reported)
+        if not isinstance(self.unreliable, bool):
+            raise ValueError(f"field 'unreliable': expected true or false, got {self.unreliable!r}")
+        if self.ib_plugins is not None and not isinstance(self.ib_plugins, dict):
+            raise ValueError(f"field 'ib_plugins': expected an object or null, got {_type_name(self.ib_plugins)}")
+        if not isinstance(self.extra, dict):
+            raise ValueError(f"extra: expected a dict, got {_type_name(self.extra)}")
+
+    # -- numbers -------------------------------------------------------------------------------
+    @property
+    def robust_field(self) -> str:
+        """The JSON field holding this threat model's robust accuracy (RobustBench's ``ACC_FIELDS``)."""
+        if self.threat_model == "corruptions":
+            return "corruptions_acc"
+        if self.threat_model == "corruptions_3d":
+            return "corruptions_acc_3d"
+        return "autoattack_acc"
+
+    @property
+    def clean_accuracy(self) -> float:
+        """Clean accuracy as a fraction."""
+        return float(self.clean_acc) / 100.0
+
+    @property
+    def robust_accuracy(self) -> float | None:
+        """AutoAttack (or corruption) accuracy as a fraction; None when the file has only ``external``."""
+        value = getattr(self, self.robust_field)
+        if value is None:
+            value = self.autoattack_acc or self.corruptions_acc or self.corruptions_acc_3d
+        return _pct(value)
+
+    @property
+    def best_known_accuracy(self) -> float:
+        """``external`` when present, else :attr:`robust_accuracy` (RobustBench's ranking key)."""
+        if self.external is not None:
+            return float(self.external) / 100.0
+        value = self.robust_accuracy
+        return 0.0 if value is None else value
+
+    @property
+    def eps_value(self) -> float | None:
+        """``eps`` as a float (``"8/255"`` → 0.0313...)."""
+        return None if self.eps is None else _eps_value(self.eps)
+
+    # -- (de)serialisation ---------------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        """The model-info JSON object: every ModelInfo field (nulls included), ``unreliable``,
+        ``external`` when set, unknown keys, then ``ib_plugins`` when set.
+
+        Returns:
+            A JSON-serialisable dict.
+
+        Example:
+            >>> d = LeaderboardEntry(model_name="m", dataset="cifar10", clean_acc="90.0", autoattack_acc="50.0").to_dict()
+            >>> list(d)[:3], d["autoattack_acc"], d["unreliable"]
+            (['link', 'name', 'authors'], '50.0', False)
+        """
+        out: dict[str, Any] = {name: getattr(self, name) for name in MODEL_INFO_FIELDS}
+        out["unreliable"] = self.unreliable
+        if self.external is not None:
+            out["external"] = self.external
+        for key, value in self.extra.items():
+            if key not in out:
+                out[key] = value
+        if self.ib_plugins is not None:
+            out["ib_plugins"] = self.ib_plugins
+        return out
+
+    def to_json(self, path: PathLike | None = None, *, indent: int = 2) -> str:
+        """Serialise to JSON text and, with ``path``, write it (parent folders are created).
+
+        Args:
+            path: where to write; None = only return the text.
+            indent: JSON indentation.
+
+        Returns:
+            The JSON text.
+
+        Example:
+            >>> e = LeaderboardEntry(model_name="m", dataset="cifar10", clean_acc="90.0", autoattack_acc="50.0")
+            >>> LeaderboardEntry.from_dict(json.loads(e.to_json()), model_name="m") == e
+            True
+        """
+        text = json.dumps(self.to_dict(), indent=indent, ensure_ascii=False) + "\n"
+        if path is not None:
+            target = Path(path)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            tmp = target.with_name(target.name + ".tmp")
+            tmp.write_text(text, encoding="utf-8")
+            os.replace(tmp, target)
+            self.path = target
+        return text
+
+    def model_info_path(self, root: PathLike) -> Path:
+        """``root/model_info/<dataset>/<threat_model>/<model_name>.json`` (RobustBench's layout).
+
+        Args:
+            root: the output folder.
+
+        Returns:
+            The path (not created).
+
+        Raises:
+            ValueError: ``threat_model`` is not set.
+
+        Example:
+            >>> e = LeaderboardEntry(model_name="m", dataset="cifar10", threat_model="L2", clean_acc="9", autoattack_acc="1")
+            >>> e.model_info_path("out").as_posix()
+            'out/model_info/cifar10/L2/m.json'
+        """
+        if self.threat_model is None:
+            raise ValueError("threat_model: expected 'Linf', 'L2', ... to place the file, got None")
+        folder = "corruptions" if self.threat_model == "corruptions_3d" else self.threat_model
+        return Path(root) / "model_info" / self.dataset / folder / f"{self.model_name}.json"
+
+    @classmethod
+    def from_dict(
+        cls, data: Mapping[str, Any], *, model_name: str, threat_model: str | None = None
+    ) -> LeaderboardEntry:
+        """Build an entry from a model-info JSON object, validating it.
+
+        Args:
+            data: the parsed JSON object.
+            model_name: the model ID.
+            threat_model: the threat model; None = ``data["ib_plugins"]["threat_model"]`` if present.
+
+        Returns:
+            The entry.
+
+        Raises:
+            ValueError: the object breaks the schema; the message names the field.
+
+        Example:
+            >>> LeaderboardEntry.from_dict({"dataset": "cifar10", "clean_acc": "94.78", "autoattack_acc": "0.0",
+            ...                             "eps": "8/255"}, model_name="Standard").eps_value == 8 / 255
+            True
+        """
+        if not isinstance(data, Mapping):
+            raise ValueError(f"expected a JSON object with the model-info fields, got {_type_name(data)}")
+        if "dataset" not in data or data["dataset"] is None:
+            raise ValueError("field 'dataset': missing (a model-info file names its dataset, e.g. \"cifar10\")")
+        if "clean_acc" not in data:
+            raise ValueError("field 'clean_acc': missing (a model-info file gives the clean accuracy in percent)")
+        ib = data.get("ib_plugins")
+        if threat_model is None and isinstance(ib, Mapping) and isinstance(ib.get("threat_model"), str):
+            threat_model = ib["threat_model"]
+        kwargs: dict[str, Any] = {}
+        names = {f.name for f in fields(cls)} - {"model_name", "threat_model", "extra", "path"}
+        for key in names:
+            if key in data:
+                kwargs[key] = data[key]
+        if "unreliable" in kwargs and kwargs["unreliable"] is None:
+            kwargs["unreliable"] = False
+        extra = {k: v for k, v in data.items() if k not in _KNOWN_KEYS}
+        return cls(model_name=model_name, threat_model=threat_model, extra=extra, **kwargs)
+
+    @classmethod
+    def from_json(cls, path: PathLike, *, threat_model: str | None = None) -> LeaderboardEntry:
+        """Read and validate a model-info file.
+
+        The model ID is the file's stem; the threat model is the name of its folder when that is
+        one of :data:`THREAT_MODELS` (RobustBench's layout), else ``threat_model``, else the
+        file's ``ib_plugins.threat_model``.
+
+        Args:
+            path: a ``.json`` file.
+            threat_model: fallback threat model.
+
+        Returns:
+            The entry (with :attr:`path` set).
+
+        Raises:
+            ValueError: the file is not JSON or breaks the schema; the message names the file and
+                the field.
+            FileNotFoundError: no such file.
+
+        Example:
+            >>> import tempfile
+            >>> d = Path(tempfile.mkdtemp()) / "model_info" / "cifar10" / "Linf"
+            >>> d.mkdir(parents=True)
+            >>> _ = (d / "bad.json").write_text('{"dataset": "cifar10", "clean_acc": "91", "autoattack_acc": 7}')
+            >>> LeaderboardEntry.from_json(d / "bad.json").robust_accuracy
+            0.07
+            >>> _ = (d / "bad.json").write_text('{"dataset": "cifar10", "clean_acc": "91", "autoattack_acc": "x"}')
+            >>> try:
+            ...     LeaderboardEntry.from_json(d / "bad.json")
+            ... except ValueError as err:
+            ...     print(str(err).split(": ", 1)[1])
+            field 'autoattack_acc': expected a percentage string such as "72.91", got 'x'
+        """
+        p = Path(path)
+        try:
+            data = json.loads(p.read_text(encoding="utf-8"))
+        except json.JSONDecodeError as err:
+            raise ValueError(f"{p}: not a JSON file ({err})") from err
+        folder = p.parent.name
+        if folder in THREAT_MODELS:
+            threat_model = folder
+        try:
+            entry = cls.from_dict(data, model_name=p.stem, threat_model=threat_model)
+        except ValueError as err:
+            raise ValueError(f"{p}: {err}") from err
+        entry.path = p
+        return entry
+
+
+# --------------------------------------------------------------------------------------------------
+# Loading many
+# --------------------------------------------------------------------------------------------------
+
+
+def _looks_like_model_info(path: Path) -> bool:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError):
+        return True  # let from_json report it
+    return isinstance(data, dict) and ("clean_acc" in data or "autoattack_acc" in data)
+
+
+def load_entries(paths: PathLike | Iterable[PathLike]) -> list[LeaderboardEntry]:
+    """Read model-info files from files and folders.
+
+    Folders are searched recursively for ``*.json``; JSON objects with neither ``clean_acc`` nor
+    ``autoattack_acc`` (e.g. resume files) are skipped there. Files given explicitly are always
+    validated. The same file is read once.
+
+    Args:
+        paths: one path or several.
+
+    Returns:
+        The entries, in path order (folders sorted).
+
+    Raises:
+        FileNotFoundError: a path does not exist.
+        ValueError: a model-info file breaks the schema (the message names file and field).
+
+    Example:
+        >>> import tempfile
+        >>> root = Path(tempfile.mkdtemp())
+        >>> e = LeaderboardEntry(model_name="a", dataset="cifar10", threat_model="Linf", clean_acc="80", autoattack_acc="40")
+        >>> _ = e.to_json(e.model_info_path(root))
+        >>> [x.model_name for x in load_entries(root)], load_entries([root])[0].threat_model
+        (['a'], 'Linf')
+    """
+    if isinstance(paths, (str, os.PathLike)):
+        paths = [paths]
+    seen: set[Path] = set()
+    entries: list[LeaderboardEntry] = []
+    for raw in paths:
+        p = Path(raw)
+        if not p.exists():
+            raise FileNotFoundError(f"paths: {p} does not exist")
+        if p.is_dir():
+            candidates = [f for f in sorted(p.rglob("*.json")) if f.is_file() and _looks_like_model_info(f)]
+        else:
+            candidates = [p]
+        for f in candidates:
+            key = f.resolve()
+            if key in seen:
+                continue
+            seen.add(key)
+            entries.append(LeaderboardEntry.from_json(f))
+    return entries
+
+
+# --------------------------------------------------------------------------------------------------
+# Rendering
+# --------------------------------------------------------------------------------------------------
+
+
+def _coerce(entries: Iterable[LeaderboardEntry | PathLike]) -> list[LeaderboardEntry]:
+    out: list[LeaderboardEntry] = []
+    for e in entries:
+        if isinstance(e, LeaderboardEntry):
+            out.append(e)
+        elif isinstance(e, (str, os.PathLike)):
+            out.extend(load_entries(e))
+        else:
+            raise TypeError(f"entries: expected LeaderboardEntry objects or paths, got {type(e).__name__}")
+    return out
+
+
+def _sort_key(e: LeaderboardEntry) -> tuple[float, float, str]:
+    return (-e.best_known_accuracy, -e.clean_accuracy, e.model_name)
+
+
+def _groups(entries: Sequence[LeaderboardEntry]) -> list[tuple[tuple[str, str], list[LeaderboardEntry]]]:
+    groups: dict[tuple[str, str], list[LeaderboardEntry]] = {}
+    for e in entries:
+        groups.setdefault((e.dataset, e.threat_model or "unknown"), []).append(e)
+    return [(k, sorted(v, key=_sort_key)) for k, v in sorted(groups.items())]
+
+
+def _group_eps(group: Sequence[LeaderboardEntry]) -> str:
+    labels = sorted({_format_eps(e.eps) for e in group if e.eps is not None})
+    return ", ".join(labels)
+
+
+def _md_cell(text: object) -> str:
+    return str(text).replace("\\", "\\\\").replace("|", "\\|").replace("\n", " ").strip()
+
+
+def _venue(e: LeaderboardEntry) -> str:
+    return "Unpublished" if not e.venue else e.venue
+
+
+def render_markdown(entries: Iterable[LeaderboardEntry | PathLike], *, title: str | None = None) -> str:
+    """The leaderboard as markdown, in RobustBench's ``list_available_models`` layout.
+
+    Columns ``# | Model ID | Paper | Clean accuracy | Robust accuracy | Architecture | Venue``, one
+    table per (dataset, threat model), rows sorted by robust accuracy (best known, i.e.
+    ``external`` when present, as RobustBench) descending. The paper is a link when ``link`` is
+    set; an empty venue reads "Unpublished".
+
+    Args:
+        entries: entries or model-info paths (files or folders).
+        title: an optional ``#`` heading.
+
+    Returns:
+        The markdown text (no trailing newline).
+
+    Example:
+        >>> a = LeaderboardEntry(model_name="a", dataset="cifar10", threat_model="Linf", clean_acc="80",
+        ...                      autoattack_acc="40", name="Paper A", link="https://example.org/a", venue="ICML 2024")
+        >>> b = LeaderboardEntry(model_name="b", dataset="cifar10", threat_model="Linf", clean_acc="90", autoattack_acc="45")
+        >>> print(render_markdown([a, b]).splitlines()[-2:])
+        ['| **1** | **b** | *b* | 90.00% | 45.00% | - | Unpublished |', '| **2** | **a** | *[Paper A](https://example.org/a)* | 80.00% | 40.00% | - | ICML 2024 |']
+    """
+    items = _coerce(entries)
+    lines: list[str] = []
+    if title:
+        lines += [f"# {_md_cell(title)}", ""]
+    if not items:
+        lines.append("_No entries._")
+        return "\n".join(lines)
+    for (dataset, threat), group in _groups(items):
+        eps = _group_eps(group)
+        lines.append(f"### {_md_cell(dataset)}, {_md_cell(threat)}" + (f" (eps = {eps})" if eps else ""))
+        lines.append("")
+        lines.append("| # | Model ID | Paper | Clean accuracy | Robust accuracy | Architecture | Venue |")
+        lines.append("|:---:|---|---|:---:|:---:|:---:|:---:|")
+        for i, e in enumerate(group, start=1):
+            paper = _md_cell(e.name or e.model_name)
+            paper = f"*[{paper}]({e.link})*" if e.link else f"*{paper}*"
+            lines.append(
+                f"| **{i}** | **{_md_cell(e.model_name)}** | {paper} | {e.clean_accuracy:.2%} | "
+                f"{e.best_known_accuracy:.2%} | {_md_cell(e.architecture or '-')} | {_md_cell(_venue(e))} |"
+            )
+        lines.append("")
+    return "\n".join(lines).rstrip("\n")
+
+
+_CSS = """
+body { font-family: -apple-system, "Segoe UI", Roboto, Helvetica, Arial, sans-serif; margin: 2em auto;
+       max-width: 1200px; padding: 0 1em; color: #222; }
+h1 { font-size: 1.6em; } h2 { font-size: 1.2em; margin-top: 2em; }
+p.note { color: #555; font-size: 0.9em; }
+table.datatable { border-collapse: collapse; width: 100%; font-size: 0.92em; }
+table.datatable th, table.datatable td { border-bottom: 1px solid #ddd; padding: 0.45em 0.6em; vertical-align: top; }
+table.datatable th { background: #f4f6f8; cursor: pointer; user-select: none; white-space: nowrap; text-align: center; }
+table.datatable th:hover, table.datatable th:focus { background: #e4e9ee; outline: none; }
+table.datatable th[aria-sort="ascending"]::after { content: " \\25B2"; font-size: 0.75em; }
+table.datatable th[aria-sort="descending"]::after { content: " \\25BC"; font-size: 0.75em; }
+table.datatable tbody tr:nth-child(even) { background: #fafbfc; }
+td.ranktd, td.catd, td.aatd, td.aa-extd, td.flagsd, td.datatd { text-align: center; }
+td.methoddt a { color: #1a5fb4; text-decoration: none; } td.methoddt a:hover { text-decoration: underline; }
+span.td-footer { color: #666; font-size: 0.85em; }
+span.model-id { color: #777; font-size: 0.8em; font-family: monospace; }
+"""
+
+_JS = """
+(function () {
+  "use strict";
+  function cellValue(row, index, type) {
+    var cell = row.cells[index];
+    var raw = cell.getAttribute("data-value");
+    if (raw === null) { raw = cell.textContent.trim(); }
+    if (type === "number") {
+      var v = parseFloat(raw);
+      return isNaN(v) ? -Infinity : v;
+    }
+    return raw.toLowerCase();
+  }
+  function sortTable(table, index, descending) {
+    var header = table.tHead.rows[0];
+    var type = header.cells[index].getAttribute("data-type") || "text";
+    var body = table.tBodies[0];
+    var rows = Array.prototype.slice.call(body.rows);
+    rows.sort(function (a, b) {
+      var va = cellValue(a, index, type), vb = cellValue(b, index, type);
+      if (va !== vb) {
+        var c = va < vb ? -1 : 1;
+        return descending ? -c : c;
+      }
+      return parseInt(a.getAttribute("data-rank"), 10) - parseInt(b.getAttribute("data-rank"), 10);
+    });
+    rows.forEach(function (row) { body.appendChild(row); });
+    Array.prototype.forEach.call(header.cells, function (cell, i) {
+      cell.setAttribute("aria-sort", i === index ? (descending ? "descending" : "ascending") : "none");
+    });
+  }
+  function columnIndex(table, key) {
+    var cells = table.tHead.rows[0].cells;
+    for (var i = 0; i < cells.length; i++) {
+      if (cells[i].getAttribute("data-key") === key) { return i; }
+    }
+    return -1;
+  }
+  var tables = document.querySelectorAll("table.leaderboard");
+  Array.prototype.forEach.call(tables, function (table) {
+    Array.prototype.forEach.call(table.tHead.rows[0].cells, function (th, index) {
+      th.addEventListener("click", function () {
+        var current = th.getAttribute("aria-sort");
+        var descending;
+        if (current === "descending") { descending = false; }
+        else if (current === "ascending") { descending = true; }
+        else { descending = th.getAttribute("data-type") === "number"; }
+        sortTable(table, index, descending);
+      });
+      th.addEventListener("keydown", function (event) {
+        if (event.key === "Enter" || event.key === " ") { event.preventDefault(); th.click(); }
+      });
+    });
+    var match = /^#sort=([a-z-]+?)-(asc|desc)$/.exec(window.location.hash);
+    var index = match ? columnIndex(table, match[1]) : -1;
+    if (index >= 0) {
+      sortTable(table, index, match[2] === "desc");
+    } else {
+      sortTable(table, columnIndex(table, "best"), true);
+    }
+  });
+})();
+"""
+
+#: (key, header html, class, type) of the HTML columns, RobustBench's leaderboard layout.
+_HTML_COLUMNS: tuple[tuple[str, str, str, str], ...] = (
+    ("rank", "Rank", "rank", "number"),
+    ("method", "Method", "method", "text"),
+    ("clean", "Standard <br>accuracy", "ca", "number"),
+    ("autoattack", "AutoAttack <br>robust <br>accuracy", "aa", "number"),
+    ("best", "Best known <br>robust <br>accuracy", "aa-ext", "number"),
+    ("unreliable", "AA eval. <br>potentially <br>unreliable", "flags", "text"),
+    ("extra", "Extra <br>data", "extra-data", "text"),
+    ("architecture", "Architecture", "arch", "text"),
+    ("venue", "Venue", "venue", "text"),
+)
+
+
+def _e(text: object) -> str:
+    return html.escape(str(text), quote=True)
+
+
+def _safe_link(link: str | None) -> str | None:
+    if not link:
+        return None
+    lowered = link.strip().lower()
+    if lowered.startswith(("http://", "https://")):
+        return link.strip()
+    return None
+
+
+def _html_row(rank: int, e: LeaderboardEntry) -> str:
+    label = e.name or e.model_name
+    link = _safe_link(e.link)
+    method = f'<a href="{_e(link)}" target="_blank" rel="noopener noreferrer">{_e(label)}</a>' if link else _e(label)
+    if label != e.model_name:
+        method += f'<br><span class="model-id">{_e(e.model_name)}</span>'
+    if e.footnote:
+        method += f'<br><span class="td-footer">{_e(e.footnote)}</span>'
+    robust = e.robust_accuracy
+    aa_text = "N/A" if robust is None else f"{robust * 100:.2f}%"
+    best = e.best_known_accuracy
+    extra = "&#9745;" if e.additional_data else "&#215;"
+    extra_value = "1" if e.additional_data else "0"
+    unreliable = "Unreliable" if e.unreliable else "&#215;"
+    cells = [
+        f'<td class="ranktd" data-value="{rank}">{rank}</td>',
+        f'<td class="methoddt" data-value="{_e(label.lower())}">{method}</td>',
+        f'<td class="catd" data-value="{e.clean_accuracy * 100:.4f}">{e.clean_accuracy * 100:.2f}%</td>',
+        f'<td class="aatd" data-value="{"" if robust is None else f"{robust * 100:.4f}"}">{aa_text}</td>',
+        f'<td class="aa-extd" data-value="{best * 100:.4f}">{best * 100:.2f}%</td>',
+        f'<td class="flagsd" data-value="{int(e.unreliable)}">{unreliable}</td>',
+        f'<td class="datatd" data-value="{extra_value}">{extra}</td>',
+        f'<td class="archtd">{_e(e.architecture or "-")}</td>',
+        f'<td class="venuetd">{_e(_venue(e))}</td>',
+    ]
+    return (
+        f'<tr data-rank="{rank}" data-model="{_e(e.model_name)}">\n          ' + "\n          ".join(cells) + "\n        </tr>"
+    )
+
+
+def _table_id(dataset: str, threat: str) -> str:
+    safe = "".join(c if c.isalnum() or c in "-_" else "-" for c in f"{dataset}_leaderboard_{threat}")
+    return safe
+
+
+def render_html(entries: Iterable[LeaderboardEntry | PathLike], *, title: str = "Robustness leaderboard") -> str:
+    """A self-contained HTML page in RobustBench's leaderboard layout.
+
+    Columns: Rank, Method (paper link + name, model ID, footnote), Standard accuracy, AutoAttack
+    robust accuracy, Best known robust accuracy (``external`` or AutoAttack), AA eval. potentially
+    unreliable, Extra data, Architecture, Venue; one table per (dataset, threat model), sorted by
+    robust accuracy (best known) descending. Clicking a column header (or Enter on it) sorts by
+    that column, again to reverse; a URL fragment ``#sort=<key>-asc|desc`` (keys ``rank, method,
+    clean, autoattack, best, unreliable, extra, architecture, venue``) picks the initial order.
+    Inline CSS and JavaScript only, a Content-Security-Policy forbidding external resources, and
+    all text HTML-escaped (only ``http(s)`` links are made clickable).
+
+    Args:
+        entries: entries or model-info paths (files or folders).
+        title: page title and heading.
+
+    Returns:
+        The HTML document.
+
+    Example:
+        >>> e = LeaderboardEntry(model_name="m<1>", dataset="cifar10", threat_model="Linf", clean_acc="90",
+        ...                      autoattack_acc="50", link="javascript:alert(1)")
+        >>> page = render_html([e], title="Demo")
+        >>> page.startswith("<!DOCTYPE html>"), "m&lt;1&gt;" in page, "javascript:" in page, "<script src" in page
+        (True, True, False, False)
+    """
+    if not isinstance(title, str):
+        raise TypeError(f"title: expected a str, got {type(title).__name__}")
+    items = _coerce(entries)
+    sections: list[str] = []
+    for (dataset, threat), group in _groups(items):
+        eps = _group_eps(group)
+        head = "\n          ".join(
+            f'<th class="{cls}" data-key="{key}" data-type="{typ}" tabindex="0" aria-sort="'
+            f'{"descending" if key == "best" else "none"}" title="Sort by this column">{label}</th>'
+            for key, label, cls, typ in _HTML_COLUMNS
+        )
+        rows = "\n        ".join(_html_row(i, e) for i, e in enumerate(group, start=1))
+        heading = f"{_e(dataset)} &middot; {_e(threat)}" + (f" &middot; &epsilon; = {_e(eps)}" if eps else "")
+        sections.append(
+            f"""  <section>
+    <h2>{heading}</h2>
+    <table id="{_e(_table_id(dataset, threat))}" class="datatable leaderboard">
+      <thead>
+        <tr>
+          {head}
+        </tr>
+      </thead>
+      <tbody>
+        {rows}
+      </tbody>
+    </table>
+  </section>"""
+        )
+    if not sections:
+        sections.append('  <p class="note">No entries.</p>')
+    body = "\n".join(sections)
+    return f"""<!DOCTYPE html>
+<html lang="en">
+<head>
+  <meta charset="utf-8">
+  <meta name="viewport" content="width=device-width, initial-scale=1">
+  <meta http-equiv="Content-Security-Policy" content="default-src 'none'; style-src 'unsafe-inline'; script-src 'unsafe-inline'; img-src data:">
+  <link rel="icon" href="data:,">
+  <title>{_e(title)}</title>
+  <style>{_CSS}</style>
+</head>
+<body>
+  <h1>{_e(title)}</h1>
+  <p class="note">Ranked by robust accuracy (best known: external evaluations when given, else AutoAttack), as on
+  RobustBench. Click a column header to sort.</p>
+{body}
+  <script>{_JS}</script>
+</body>
+</html>
+"""
+
+
+def render_leaderboard(
+    entries: Iterable[LeaderboardEntry | PathLike], out_dir: PathLike, *, title: str = "Robustness leaderboard"
+) -> tuple[Path, Path]:
+    """Write ``leaderboard.md`` and ``leaderboard.html`` into ``out_dir``.
+
+    Args:
+        entries: entries or model-info paths (files or folders).
+        out_dir: output folder (created).
+        title: heading of both files.
+
+    Returns:
+        ``(markdown_path, html_path)``.
+
+    Example:
+        >>> import tempfile
+        >>> e = LeaderboardEntry(model_name="m", dataset="cifar10", threat_model="Linf", clean_acc="90", autoattack_acc="50")
+        >>> md, page = render_leaderboard([e], tempfile.mkdtemp())
+        >>> md.name, page.name, "| **1** | **m** |" in md.read_text()
+        ('leaderboard.md', 'leaderboard.html', True)
+    """
+    items = _coerce(entries)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    md_path = out / "leaderboard.md"
+    html_path = out / "leaderboard.html"
+    md_path.write_text(render_markdown(items, title=title) + "\n", encoding="utf-8")
+    html_path.write_text(render_html(items, title=title), encoding="utf-8")
+    return md_path, html_path
