@@ -43,7 +43,13 @@ def main() -> None:
     parser.add_argument("--eps", type=float, default=0.1, help="L-inf budget on [0, 1] pixels")
     parser.add_argument("--beta-ib", type=float, default=0.08, help="beta of the IB term (authors: 0.08)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--threads", type=int, default=1,
+        help="torch CPU threads (default 1: this 8x8 model is too small to gain from more, and extra threads "
+        "spin-wait badly on a busy machine)",
+    )
     args = parser.parse_args()
+    torch.set_num_threads(args.threads)
 
     from art.attacks.evasion import ProjectedGradientDescent
 

@@ -152,6 +152,8 @@ class TrainConfig:
         train_limit: use a stratified subset of this many training images.
         test_limit: use a stratified subset of this many test images.
         eval_every: evaluate clean test accuracy every n epochs (and at the end).
+        ib_global_batch: under ``torchrun``, estimate HSIC on the batch gathered from all ranks
+            (default: each rank on its local batch).
 
     Example:
         >>> TrainConfig(method="ce", ib=True).method
@@ -202,6 +204,7 @@ class TrainConfig:
     train_limit: int | None = None
     test_limit: int | None = None
     eval_every: int = 1
+    ib_global_batch: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         """The config as a JSON-serialisable dict.
@@ -556,6 +559,7 @@ def batch_loss(
     *,
     attack: Callable[[Tensor, Tensor], Tensor] | None = None,
     extra: Any = None,
+    forward: Callable[..., Any] | None = None,
 ) -> BatchLoss:
     """The loss of one batch for the configured method (spec §2.5 pseudo-code).
 
@@ -571,6 +575,8 @@ def batch_loss(
         attack: ``(x, y) -> x_adv`` for AT methods (CE-PGD); ``kl_pgd`` is used for standard TRADES.
         extra: method state: the :class:`~ib_plugins.entropic.EntropicLoss` and probe for
             ``entropic``, the HBaR bottleneck for ``hbar``.
+        forward: what runs the training forwards (default ``model``; the trainer passes the
+            ``DistributedDataParallel`` wrapper of ``model`` in multi-process runs).
 
     Returns:
         :class:`BatchLoss`.
@@ -586,6 +592,7 @@ def batch_loss(
         ['hx', 'hy', 'ib', 'task']
     """
     method = config.method
+    fwd = model if forward is None else forward
     ib = isinstance(model, IBModel) and config.ib
     parts: dict[str, Tensor] = {}
     labels_ctx = model.labels(y) if isinstance(model, IBModel) else _null_context()
@@ -600,7 +607,7 @@ def batch_loss(
             if method == "entropic":
                 logits, hs = extra["probe"].run(x_in)
             else:
-                logits = model(x_in)
+                logits = fwd(x_in)
         if method == "hbar" and config.mixup_alpha > 0:
             task = lam * F.cross_entropy(logits, y_a) + (1 - lam) * F.cross_entropy(logits, y_b)
         elif method == "entropic":
@@ -628,9 +635,9 @@ def batch_loss(
 
     if method == "hbar":  # HBaR + PGD: CE on the adversarial output, HSIC on an extra clean pass
         x_adv = attack(x, y)
-        logits_adv = model(x_adv)
+        logits_adv = fwd(x_adv)
         model.clear_records()  # HBaR's hidden activations come from the clean pass only
-        logits_clean = model(x)
+        logits_clean = fwd(x)
         task = F.cross_entropy(logits_adv, y)
         parts["task"] = task.detach()
         return BatchLoss(loss=task + _add_ib(parts, model, x, y, logits_clean), logits=logits_adv, parts=parts)
@@ -639,8 +646,8 @@ def batch_loss(
         x_adv = attack(x, y)
         x_ib = x if config.x_for_ib == "clean" else x_adv
         with labels_ctx:
-            logits_adv = model(x_adv)
-            logits_clean = model(x) if ib and config.ib_on in ("clean", "both") else None
+            logits_adv = fwd(x_adv)
+            logits_clean = fwd(x) if ib and config.ib_on in ("clean", "both") else None
         task = F.cross_entropy(logits_adv, y)
         parts["task"] = task.detach()
         loss = task
@@ -658,8 +665,8 @@ def batch_loss(
         x_adv = attack(x, y)
     x_ib = x if config.x_for_ib == "clean" else x_adv
     with labels_ctx:
-        logits_clean = model(x)
-        logits_adv = model(x_adv)
+        logits_clean = fwd(x)
+        logits_adv = fwd(x_adv)
     if method == "trades":
         task = trades_loss(logits_clean, logits_adv, y, beta=config.trades_beta, variant=config.variant)
     else:
@@ -934,6 +941,9 @@ class Trainer:
             )
 
     # -- setup ---------------------------------------------------------------------------------
+    rank = 0
+    world = 1
+
     def _setup(self) -> None:
         from ib_plugins.data import get_dataset_info, load_dataset, make_loader, train_transform
 
@@ -942,10 +952,32 @@ class Trainer:
         self.info = info
         self.train_set = load_dataset(c.dataset, split="train", data_dir=c.data_dir, limit=c.train_limit, seed=c.seed)
         self.test_set = load_dataset(c.dataset, split="test", data_dir=c.data_dir, limit=c.test_limit, seed=c.seed)
-        self.loader = make_loader(self.train_set, batch_size=c.batch_size, shuffle=True, seed=c.seed, drop_last=c.batch_size > 1)
+        if self.world > 1:
+            # Every rank gets the same number of full batches (uneven tails are dropped), so
+            # activations can be gathered and DDP's collectives line up.
+            from torch.utils.data import DataLoader
+            from torch.utils.data.distributed import DistributedSampler
+
+            self.sampler = DistributedSampler(
+                self.train_set, num_replicas=self.world, rank=self.rank, shuffle=True, seed=c.seed, drop_last=True
+            )
+            self.loader = DataLoader(self.train_set, batch_size=c.batch_size, sampler=self.sampler, drop_last=True)
+        else:
+            self.sampler = None
+            self.loader = make_loader(
+                self.train_set, batch_size=c.batch_size, shuffle=True, seed=c.seed, drop_last=c.batch_size > 1
+            )
         self.augment = train_transform(c.dataset, seed=c.seed + 1) if c.augment else None
         self.model, self.base = build_model(c)
         self.model.to(self.device)
+        if isinstance(self.model, IBModel):
+            self.model.global_batch = c.ib_global_batch
+        self.forward: nn.Module = self.model
+        if self.world > 1:
+            from torch.nn.parallel import DistributedDataParallel
+
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            self.forward = DistributedDataParallel(self.model, device_ids=ids)
         self.extra: dict[str, Any] = {}
         if c.method == "entropic":
             self._setup_entropic()
@@ -999,7 +1031,9 @@ class Trainer:
 
     # -- state ---------------------------------------------------------------------------------
     def _rng_state(self) -> dict[str, Any]:
-        state: dict[str, Any] = {"torch": torch.get_rng_state(), "loader": self.loader.generator.get_state()}
+        state: dict[str, Any] = {"torch": torch.get_rng_state()}
+        if self.loader.generator is not None:
+            state["loader"] = self.loader.generator.get_state()
         if self.augment is not None:
             state["augment"] = self.augment.generator.get_state()
         if "mixup_generator" in self.extra:
@@ -1010,13 +1044,24 @@ class Trainer:
 
     def _set_rng_state(self, state: dict[str, Any]) -> None:
         torch.set_rng_state(state["torch"])
-        self.loader.generator.set_state(state["loader"])
+        if self.loader.generator is not None and "loader" in state:
+            self.loader.generator.set_state(state["loader"])
         if self.augment is not None and "augment" in state:
             self.augment.generator.set_state(state["augment"])
         if "mixup" in state:
             self.extra["mixup_generator"].set_state(state["mixup"])
         if "cuda" in state and self.device.type == "cuda":
             torch.cuda.set_rng_state(state["cuda"], self.device)
+
+    def _gather_rng_states(self) -> Any:
+        state = self._rng_state()
+        if self.world == 1:
+            return state
+        import torch.distributed as dist
+
+        states: list[Any] = [None] * self.world
+        dist.all_gather_object(states, state)
+        return states
 
     def _checkpoint(self, epoch: int) -> dict[str, Any]:
         return {
@@ -1026,7 +1071,7 @@ class Trainer:
             "ib_state": self.model.state_dict() if isinstance(self.model, IBModel) else None,
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict() if self.scheduler is not None else None,
-            "rng": self._rng_state(),
+            "rng": self._gather_rng_states(),
             "config": self.config.to_dict(),
             "history": self.history,
             "extra": {"reference": self.extra.get("reference")},
@@ -1046,7 +1091,14 @@ class Trainer:
         self.optimizer.load_state_dict(ckpt["optimizer"])
         if self.scheduler is not None and ckpt["scheduler"] is not None:
             self.scheduler.load_state_dict(ckpt["scheduler"])
-        self._set_rng_state(ckpt["rng"])
+        rng = ckpt["rng"]
+        if isinstance(rng, list):
+            if len(rng) != self.world:
+                raise CheckpointError(f"resume: the checkpoint was written by {len(rng)} processes, this run has {self.world}")
+            rng = rng[self.rank]
+        elif self.world > 1:
+            raise CheckpointError(f"resume: the checkpoint was written by 1 process, this run has {self.world}")
+        self._set_rng_state(rng)
         self.history = list(ckpt.get("history") or [])
         return int(ckpt["epoch"])
 
@@ -1061,15 +1113,36 @@ class Trainer:
             RunExistsError: see the class.
             CheckpointError: an unreadable or mismatching checkpoint on resume.
         """
+        from ib_plugins.distributed import env_world_size, world_info
+
+        owns_group = False
+        if env_world_size() > 1 and not torch.distributed.is_initialized():
+            torch.distributed.init_process_group(backend="nccl" if self.device.type == "cuda" else "gloo")
+            owns_group = True
+        self.rank, self.world = world_info()
+        if self.config.ib_global_batch and not torch.distributed.is_initialized():
+            raise ValueError(
+                "ib_global_batch: needs an initialised torch.distributed process group; launch with "
+                "`torchrun --nproc_per_node=N ib-plugins train ... --ib-global-batch`"
+            )
+        if self.world > 1 and self.config.method == "entropic":
+            raise ValueError("method: entropic retraining runs in a single process; launch it without torchrun")
+        if self.world > 1 and self.device.type == "cuda":
+            self.device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+            torch.cuda.set_device(self.device)
         devices = [self.device] if self.device.type == "cuda" else []
-        with torch.random.fork_rng(devices=devices):
-            torch.manual_seed(self.config.seed)
-            try:
-                return self._fit()
-            finally:
-                probe = self.extra.get("probe") if hasattr(self, "extra") else None
-                if probe is not None:
-                    probe.__exit__(None, None, None)
+        try:
+            with torch.random.fork_rng(devices=devices):
+                torch.manual_seed(self.config.seed + self.rank)
+                try:
+                    return self._fit()
+                finally:
+                    probe = self.extra.get("probe") if hasattr(self, "extra") else None
+                    if probe is not None:
+                        probe.__exit__(None, None, None)
+        finally:
+            if owns_group:
+                torch.distributed.destroy_process_group()
 
     def _fit(self) -> dict[str, Any]:
         c = self.config
@@ -1078,18 +1151,26 @@ class Trainer:
         if self.resume:
             start_epoch = self._restore(load_checkpoint(self.out_dir / "checkpoint.pt", map_location=self.device))
             logger.info("resuming %s from epoch %d", self.out_dir, start_epoch)
-        self.out_dir.mkdir(parents=True, exist_ok=True)
-        _write_json(self.out_dir / "config.json", c.to_dict())
+        lead = self.rank == 0  # only rank 0 writes files and logs
+        if lead:
+            self.out_dir.mkdir(parents=True, exist_ok=True)
+            _write_json(self.out_dir / "config.json", c.to_dict())
         t0 = time.perf_counter()
         for epoch in range(start_epoch, c.epochs):
+            if self.sampler is not None:
+                self.sampler.set_epoch(epoch)
             metrics = self._train_epoch(epoch)
             if (epoch + 1) % c.eval_every == 0 or epoch + 1 == c.epochs:
                 metrics["test_acc"] = self.evaluate_clean()
                 metrics.update(self._entropy_metrics())
             self.history.append(metrics)
-            save_checkpoint(self.out_dir / "checkpoint.pt", self._checkpoint(epoch + 1))
-            _write_json(self.out_dir / "history.json", self.history)
-            logger.info("epoch %d/%d: %s", epoch + 1, c.epochs, metrics)
+            payload = self._checkpoint(epoch + 1)  # collective in multi-process runs: every rank calls it
+            if lead:
+                save_checkpoint(self.out_dir / "checkpoint.pt", payload)
+                _write_json(self.out_dir / "history.json", self.history)
+                logger.info("epoch %d/%d: %s", epoch + 1, c.epochs, metrics)
+            if self.world > 1:
+                torch.distributed.barrier()
             for callback in self.callbacks:
                 callback(self, epoch + 1, metrics)
         final = dict(self.history[-1]) if self.history else {}
@@ -1098,9 +1179,12 @@ class Trainer:
             final["test_acc"] = self.evaluate_clean()
         if "reference" in self.extra:
             final["entropic_reference_et"] = self.extra["reference"]
-        _write_json(self.out_dir / "metrics.json", final)
-        (self.out_dir / "summary.md").write_text(self.summary_markdown(final))
-        self._plot()
+        if self.world > 1:
+            final["world_size"] = self.world
+        if lead:
+            _write_json(self.out_dir / "metrics.json", final)
+            (self.out_dir / "summary.md").write_text(self.summary_markdown(final))
+            self._plot()
         return final
 
     def _train_epoch(self, epoch: int) -> dict[str, Any]:
@@ -1114,7 +1198,7 @@ class Trainer:
         batches = 0
         iterator: Any = self.loader
         bar = None
-        if self.progress:
+        if self.progress and self.rank == 0:
             from tqdm.auto import tqdm
 
             bar = tqdm(self.loader, desc=f"{c.method} epoch {epoch + 1}/{c.epochs}", leave=False, dynamic_ncols=True)
@@ -1123,7 +1207,7 @@ class Trainer:
             x, y = x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
             if self.augment is not None:
                 x = self.augment(x)
-            out = batch_loss(c, self.model, x, y, attack=self.attack, extra=self.extra)
+            out = batch_loss(c, self.model, x, y, attack=self.attack, extra=self.extra, forward=self.forward)
             self.optimizer.zero_grad(set_to_none=True)
             out.loss.backward()
             self.optimizer.step()
@@ -1140,10 +1224,17 @@ class Trainer:
                 bar.set_postfix({k: f"{float(v) / seen:.4g}" for k, v in sums.items()} | {"acc": f"{float(correct) / seen:.3f}"})
         if self.scheduler is not None:
             self.scheduler.step()
+        keys = sorted(sums)
+        from ib_plugins.distributed import all_reduce_sum
+
+        totals = all_reduce_sum(
+            torch.stack([*(sums[k].float() for k in keys), correct.float(), torch.tensor(float(seen), device=self.device)])
+        ).tolist()
+        seen_all = max(totals[-1], 1.0)
         metrics: dict[str, Any] = {"epoch": epoch + 1, "lr": self.optimizer.param_groups[0]["lr"]}
-        for key, value in sums.items():
-            metrics[f"train_{key}"] = float(value) / max(seen, 1)
-        metrics["train_acc"] = float(correct) / max(seen, 1)
+        for key, value in zip(keys, totals):
+            metrics[f"train_{key}"] = value / seen_all
+        metrics["train_acc"] = totals[-2] / seen_all
         if isinstance(self.model, IBModel) and self.model.mask is not None:
             metrics["masked_forwards"] = self.model.mask.num_masked
         return metrics

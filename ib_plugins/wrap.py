@@ -83,6 +83,9 @@ class IBModel(nn.Module):
             an activation holds NaN/inf (costs one host synchronisation per :meth:`ib_loss`).
         max_records: how many training forwards are remembered (TRADES-like trainers run two before
             computing their loss).
+        global_batch: in a multi-process run, gather activations (with gradients), inputs and labels
+            from every rank before estimating HSIC, so the value equals the single-process one on the
+            global batch (see :mod:`ib_plugins.distributed`). Settable later as an attribute.
 
     Example:
         >>> import torch, torch.nn as nn
@@ -101,6 +104,7 @@ class IBModel(nn.Module):
         mask_layer: str | None = None,
         check_finite: bool = True,
         max_records: int = 4,
+        global_batch: bool = False,
     ) -> None:
         super().__init__()
         if not isinstance(model, nn.Module):
@@ -112,6 +116,7 @@ class IBModel(nn.Module):
         self.model = model
         self.bottleneck = bottleneck
         self.check_finite = bool(check_finite)
+        self.global_batch = bool(global_batch)
         resolve_layers(model, layers)  # validate before registering anything
         self._layers = tuple(layers)
         self._records: deque[ForwardRecord] = deque(maxlen=max_records)
@@ -386,6 +391,11 @@ class IBModel(nn.Module):
                     "num_classes= to wrap_model"
                 )
             num_classes = int(out.shape[1])
+        if self.global_batch:
+            from ib_plugins.distributed import gather_batch
+
+            gathered = gather_batch([*acts, x, y], with_grad=[True] * len(acts) + [False, False])
+            acts, x, y = gathered[: len(acts)], gathered[-2], gathered[-1]
         return self.bottleneck(acts, x, y, num_classes=num_classes)
 
     def ib_loss(self, x: Tensor | None, y: Tensor, *, output: Any = None) -> Tensor:

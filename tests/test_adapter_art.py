@@ -39,6 +39,15 @@ NB_BATCHES = N // BATCH
 REPO = Path(__file__).resolve().parents[1]
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """These models are tiny: one intra-op thread is fastest and immune to OpenMP spin-waits on a busy CPU."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
 class TinyNet(nn.Module):
     def __init__(self) -> None:
         super().__init__()
@@ -116,7 +125,8 @@ TRAINERS = {
     "AdversarialTrainer": lambda clf: AdversarialTrainer(clf, _pgd(clf), ratio=0.5),
     "IBAdversarialTrainer": lambda clf: at.IBAdversarialTrainer(clf, _pgd(clf), ratio=0.5),
     "AdversarialTrainerMadryPGD": lambda clf: AdversarialTrainerMadryPGD(clf, eps=0.1, eps_step=0.05, max_iter=2),
-    "IBAdversarialTrainerMadryPGD": lambda clf: at.IBAdversarialTrainerMadryPGD(clf, eps=0.1, eps_step=0.05, max_iter=2),
+    "IBAdversarialTrainerMadryPGD": lambda clf: at.IBAdversarialTrainerMadryPGD(
+        clf, eps=0.1, eps_step=0.05, max_iter=2),
     "AdversarialTrainerTRADESPyTorch": lambda clf: AdversarialTrainerTRADESPyTorch(clf, _pgd(clf), beta=1.0),
     "IBAdversarialTrainerTRADESPyTorch": lambda clf: at.IBAdversarialTrainerTRADESPyTorch(clf, _pgd(clf), beta=1.0),
     "IBAdversarialTrainerAWPPyTorch-PGD": lambda clf: at.IBAdversarialTrainerAWPPyTorch(
@@ -244,6 +254,23 @@ def test_fit_generator_with_the_mixin() -> None:
     assert clf.loss.num_ib_terms == NB_BATCHES
 
 
+def test_torch2_schedulers_step_once_per_epoch() -> None:
+    # ART's TRADES/AWP reject torch>=2 schedulers and AdversarialTrainer steps them every batch;
+    # MART and IBAdversarialTrainer accept them and step once per epoch.
+    x, y = _data()
+    for make in (
+        lambda clf: at.AdversarialTrainerMARTPyTorch(clf, _pgd(clf), beta=1.0),
+        lambda clf: at.IBAdversarialTrainer(clf, _pgd(clf), ratio=1.0),
+    ):
+        ib, clf = _setup(beta=1.0)
+        scheduler = torch.optim.lr_scheduler.StepLR(clf.optimizer, step_size=1, gamma=0.5)
+        trainer = make(clf)
+        kwargs = {"validation_data": (x, y)} if isinstance(trainer, at.AdversarialTrainerMARTPyTorch) else {}
+        trainer.fit(x, y, batch_size=BATCH, nb_epochs=2, scheduler=scheduler, **kwargs)
+        assert clf.optimizer.param_groups[0]["lr"] == pytest.approx(0.1 * 0.5**2)
+        assert clf.loss.num_ib_terms == 2 * NB_BATCHES
+
+
 # ---------------------------------------------------------------------------------------------
 # Attack-side calls, reduction, labels
 # ---------------------------------------------------------------------------------------------
@@ -273,7 +300,8 @@ def test_reduction_none_via_compute_loss() -> None:
     # In training mode with reduction="none" the IB term is left out (documented).
     loss = at.IBCrossEntropyLoss(ib, reduction="none")
     out = ib.train()(torch.from_numpy(x))
-    torch.testing.assert_close(loss(out, torch.from_numpy(y)), nn.functional.cross_entropy(out, torch.from_numpy(y), reduction="none"))
+    expected_t = nn.functional.cross_entropy(out, torch.from_numpy(y), reduction="none")
+    torch.testing.assert_close(loss(out, torch.from_numpy(y)), expected_t)
     assert loss.num_ib_terms == 0
     summed = at.IBCrossEntropyLoss(ib, reduction="sum")
     assert summed(ib(torch.from_numpy(x)), torch.from_numpy(y)).shape == () and summed.num_ib_terms == 1
@@ -385,8 +413,8 @@ def test_bad_arguments() -> None:
         at.IBCrossEntropyLoss(ib, x_for_ib="both")
     other, _ = _setup()
     with pytest.raises(ValueError, match="another IBModel"):
-        at.make_art_classifier(ib, loss=at.IBCrossEntropyLoss(other), optimizer=torch.optim.SGD(ib.parameters(), lr=0.1),
-                               input_shape=(1, 8, 8), nb_classes=C)
+        at.make_art_classifier(ib, loss=at.IBCrossEntropyLoss(other), input_shape=(1, 8, 8), nb_classes=C,
+                               optimizer=torch.optim.SGD(ib.parameters(), lr=0.1))
     stock = PyTorchClassifier(ib, at.IBCrossEntropyLoss(ib), input_shape=(1, 8, 8), nb_classes=C,
                               optimizer=torch.optim.SGD(ib.parameters(), lr=0.1), clip_values=(0, 1))
     with pytest.raises(TypeError, match="expected an IBPyTorchClassifier"):
@@ -465,7 +493,7 @@ def test_upstream_sources_of_the_copied_code_are_unchanged(name: str) -> None:
 # The example
 # ---------------------------------------------------------------------------------------------
 def test_example_smoke() -> None:
-    env = dict(os.environ, TQDM_DISABLE="1", OMP_NUM_THREADS="2")
+    env = dict(os.environ, TQDM_DISABLE="1")
     out = subprocess.run(
         [sys.executable, str(REPO / "examples" / "art_adversarial_training.py"), "--smoke"],
         capture_output=True, text=True, timeout=120, cwd=REPO, env=env,

@@ -6,6 +6,8 @@ Each adapter is a submodule that users import explicitly, so that ``import ib_pl
 * :mod:`ib_plugins.adapters.art_training`: IB-RAR inside the Adversarial Robustness Toolbox (ART)
   ``PyTorchClassifier`` and its adversarial trainers (plus a MART trainer in ART's conventions);
   needs ``pip install 'ib-plugins[art]'``.
+* :mod:`ib_plugins.adapters.autoattack_eval`: AutoAttack evaluation of any classifier.
+* :mod:`ib_plugins.adapters.robustbench_eval`: RobustBench-compatible evaluation and leaderboard files.
 
 Example:
     >>> import ib_plugins.adapters

@@ -21,17 +21,23 @@ there is one and otherwise running one extra clean training forward per batch (w
 BatchNorm running statistics). X of ``I(X, T)`` is the clean batch whenever an ``IB*`` class
 provides it (``x_for_ib="clean"``, the authors' choice), else the forward's own input.
 
-| trainer (ART 1.20.1)                     | ``ib_pass="trainer"`` regularises   | ``ib_pass="clean"`` (class to use)                  |
-|------------------------------------------|-------------------------------------|-----------------------------------------------------|
-| ``AdversarialTrainer(ratio=r)``          | the mixed batch (share r adv.)      | :class:`IBAdversarialTrainer`: +1 clean forward     |
-| ``AdversarialTrainerMadryPGD``           | the adversarial batch               | :class:`IBAdversarialTrainerMadryPGD`: +1 forward   |
-| ``AdversarialTrainerTRADESPyTorch``      | the clean batch                     | :class:`IBAdversarialTrainerTRADESPyTorch`: reused  |
-| ``AdversarialTrainerAWPPyTorch`` (PGD)   | the adversarial batch               | :class:`IBAdversarialTrainerAWPPyTorch`: +1 forward |
-| ``AdversarialTrainerAWPPyTorch`` (TRADES)| the clean batch                     | :class:`IBAdversarialTrainerAWPPyTorch`: reused     |
-| ``AdversarialTrainerFBFPyTorch``         | stock: nothing (eval-mode update);  | :class:`IBAdversarialTrainerFBFPyTorch`: +1 forward |
-|                                          | IB* class: the FGSM-RS adv. batch   |                                                     |
-| ``AdversarialTrainerOAATPyTorch``        | the clean batch                     | :class:`IBAdversarialTrainerOAATPyTorch`: reused    |
-| :class:`AdversarialTrainerMARTPyTorch`   | the adversarial batch (its CE term) | :class:`IBAdversarialTrainerMARTPyTorch`: reused    |
+| trainer (ART 1.20.1)        | ``ib_pass="trainer"`` regularises | ``ib_pass="clean"``: class, cost |
+|-----------------------------|-----------------------------------|----------------------------------|
+| ``AdversarialTrainer``      | the mixed batch (share ``ratio``  | ``IBAdversarialTrainer``:        |
+|                             | adversarial)                      | +1 forward                       |
+| ``...MadryPGD``             | the adversarial batch             | ``IBAdversarialTrainerMadryPGD``:|
+|                             |                                   | +1 forward                       |
+| ``...TRADESPyTorch``        | the clean batch                   | ``IB...TRADESPyTorch``: reused   |
+| ``...AWPPyTorch`` PGD       | the adversarial batch             | ``IB...AWPPyTorch``: +1 forward  |
+| ``...AWPPyTorch`` TRADES    | the clean batch                   | ``IB...AWPPyTorch``: reused      |
+| ``...FBFPyTorch``           | stock: nothing (eval-mode update);| ``IB...FBFPyTorch``: +1 forward  |
+|                             | ``IB...FBFPyTorch``: the FGSM-RS  |                                  |
+|                             | adversarial batch                 |                                  |
+| ``...OAATPyTorch``          | the clean batch                   | ``IB...OAATPyTorch``: reused     |
+| ``...MARTPyTorch`` (ours)   | the adversarial batch (CE term)   | ``IB...MARTPyTorch``: reused     |
+
+``...X`` is ART's ``AdversarialTrainerX`` (ours: :class:`AdversarialTrainerMARTPyTorch`) and
+``IB...X`` the matching ``IBAdversarialTrainerX`` class of this module.
 
 "+1 forward": one extra clean training forward per batch; "reused": the trainer's own clean
 forward is regularised, at no extra cost. X of ``I(X, T)`` is the clean batch with every ``IB*``
@@ -621,7 +627,9 @@ class IBPyTorchClassifier(PyTorchClassifier):
         # Adapted from ART 1.20.1 PyTorchClassifier.fit (pytorch.py 366-454): the labels context per
         # batch, the clean batch for the loss, no shuffling of a single batch (keeps rows aligned).
         if self._optimizer is None:
-            raise ValueError("optimizer: training needs an optimizer, got None (pass optimizer= to make_art_classifier)")
+            raise ValueError(
+                "optimizer: training needs an optimizer, got None (pass optimizer= to make_art_classifier)"
+            )
         if self._use_amp:  # pragma: no cover - apex is not supported by this loop
             raise NotImplementedError("IBPyTorchClassifier.fit with a channel mask does not support use_amp=True")
         if clean is not None and len(clean) != len(x):
@@ -1056,8 +1064,17 @@ class IBAdversarialTrainer(AdversarialTrainer):
         TypeError: ``classifier`` is not an :class:`IBPyTorchClassifier`.
 
     Example:
-        >>> issubclass(IBAdversarialTrainer, AdversarialTrainer)
-        True
+        >>> import torch.nn as nn
+        >>> from ib_plugins import wrap_model
+        >>> from art.attacks.evasion import FastGradientMethod
+        >>> ib = wrap_model(nn.Sequential(nn.Flatten(), nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 3)), ["2"],
+        ...                 num_classes=3)
+        >>> clf = make_art_classifier(ib, loss=IBCrossEntropyLoss(ib, ib_pass="clean"), input_shape=(4,),
+        ...                           optimizer=torch.optim.SGD(ib.parameters(), lr=0.1), nb_classes=3)
+        >>> trainer = IBAdversarialTrainer(clf, FastGradientMethod(clf, eps=0.1), ratio=0.5)
+        >>> trainer.fit(np.random.rand(8, 4).astype(np.float32), np.arange(8) % 3, batch_size=4, nb_epochs=1)
+        >>> clf.loss.num_ib_terms, clf.loss.num_extra_forwards  # one extra clean forward per batch
+        (2, 2)
     """
 
     def __init__(self, classifier: IBPyTorchClassifier, attacks: Any, ratio: float = 0.5) -> None:
@@ -1144,8 +1161,17 @@ class IBAdversarialTrainerMadryPGD(AdversarialTrainerMadryPGD):
         TypeError: ``classifier`` is not an :class:`IBPyTorchClassifier`.
 
     Example:
-        >>> issubclass(IBAdversarialTrainerMadryPGD, AdversarialTrainerMadryPGD)
-        True
+        >>> import torch.nn as nn
+        >>> from ib_plugins import ChannelMask, wrap_model
+        >>> mask = ChannelMask(mode="paper", drop_frac=0.25, every=2, skip_first=False)
+        >>> ib = wrap_model(nn.Sequential(nn.Flatten(), nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 3)), ["2"],
+        ...                 num_classes=3, mask=mask, mask_layer="2")
+        >>> clf = make_art_classifier(ib, optimizer=torch.optim.SGD(ib.parameters(), lr=0.1),
+        ...                           input_shape=(4,), nb_classes=3)
+        >>> trainer = IBAdversarialTrainerMadryPGD(clf, nb_epochs=2, batch_size=4, eps=0.1, eps_step=0.05, max_iter=2)
+        >>> trainer.fit(np.random.rand(12, 4).astype(np.float32), np.arange(12) % 3)
+        >>> mask.num_masked  # batches 0 and 2 of each 3-batch epoch; attack forwards never
+        4
     """
 
     def __init__(
@@ -1255,6 +1281,18 @@ class AdversarialTrainerMARTPyTorch(Trainer):
 
         Raises:
             ValueError: the generator's size is None.
+
+        Example:
+            >>> import torch.nn as nn
+            >>> from art.attacks.evasion import ProjectedGradientDescent
+            >>> from art.data_generators import NumpyDataGenerator
+            >>> net = nn.Sequential(nn.Flatten(), nn.Linear(4, 3))
+            >>> clf = PyTorchClassifier(net, nn.CrossEntropyLoss(), input_shape=(4,), nb_classes=3,
+            ...                         optimizer=torch.optim.SGD(net.parameters(), lr=0.1), clip_values=(0, 1))
+            >>> gen = NumpyDataGenerator(np.random.rand(8, 4).astype(np.float32), np.eye(3)[np.arange(8) % 3],
+            ...                          batch_size=4)
+            >>> pgd = ProjectedGradientDescent(clf, eps=0.1, eps_step=0.05, max_iter=2, verbose=False)
+            >>> AdversarialTrainerMARTPyTorch(clf, pgd).fit_generator(gen, nb_epochs=1)
         """
         if generator.size is None:
             raise ValueError("generator: MART needs a generator with a known size, got size=None")

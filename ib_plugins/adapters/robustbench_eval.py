@@ -507,8 +507,8 @@ def evaluate_for_leaderboard(
         ...     evaluate_for_leaderboard(nn.Linear(2, 2), dataset="cifar10", threat_model="corruptions",
         ...                              eps=0.1, model_name="m")
         ... except ValueError as err:
-        ...     print(str(err)[:60])
-        threat_model: 'corruptions' (common corruptions) is not sup
+        ...     print(str(err)[:65])
+        threat_model: 'corruptions' (common corruptions) is not supported
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"model: expected a torch.nn.Module, got {type(model).__name__}")

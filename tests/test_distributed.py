@@ -1,0 +1,111 @@
+"""Multi-process training with the gloo backend on CPU (torchrun-equivalent environment)."""
+
+from __future__ import annotations
+
+import os
+import socket
+
+import pytest
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+import torch.nn as nn
+
+import ib_plugins
+from ib_plugins.training import TrainConfig, Trainer
+
+pytestmark = pytest.mark.skipif(not dist.is_available() or not dist.is_gloo_available(), reason="torch.distributed with gloo is not available")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _env(rank: int, world: int, port: int) -> None:
+    os.environ.update(
+        {"RANK": str(rank), "LOCAL_RANK": str(rank), "WORLD_SIZE": str(world), "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)}
+    )
+
+
+
+
+def _weights_worker(rank: int, world: int, port: int, out_dir: str) -> None:
+    """Train 2 epochs, then store this rank's final parameters (fit returns after the group is gone)."""
+    _env(rank, world, port)
+    torch.set_num_threads(1)
+    cfg = TrainConfig(method="ce", ib=True, ib_layers="robust", epochs=2, batch_size=10, train_limit=80, test_limit=40)
+    trainer = Trainer(cfg, out_dir=out_dir, progress=False)
+    trainer.fit()
+    # Parameters only: DDP broadcasts BatchNorm buffers from rank 0 at the start of every forward, so
+    # after the last step each rank's running statistics hold one local update (rank 0's are saved).
+    params = {k: v.detach().clone() for k, v in trainer.base.named_parameters()}
+    torch.save(params, os.path.join(out_dir, f"rank{rank}.pt"))
+
+
+def test_ranks_hold_identical_parameters_after_training(tmp_path):
+    port = _free_port()
+    mp.spawn(_weights_worker, args=(2, port, str(tmp_path)), nprocs=2, join=True)
+    w0 = torch.load(tmp_path / "rank0.pt", weights_only=True)
+    w1 = torch.load(tmp_path / "rank1.pt", weights_only=True)
+    assert w0.keys() == w1.keys()
+    for key in w0:
+        assert torch.equal(w0[key], w1[key]), key
+    ckpt = torch.load(tmp_path / "checkpoint.pt", weights_only=True)
+    assert ckpt["epoch"] == 2 and isinstance(ckpt["rng"], list) and len(ckpt["rng"]) == 2
+    history = ckpt["history"]
+    assert len(history) == 2 and 0.0 <= history[-1]["train_acc"] <= 1.0
+
+
+def _mlp() -> nn.Module:
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Flatten(), nn.Linear(16, 12), nn.ReLU(), nn.Linear(12, 8), nn.ReLU(), nn.Linear(8, 3))
+
+
+def _global_batch_worker(rank: int, world: int, port: int, out_dir: str) -> None:
+    _env(rank, world, port)
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", rank=rank, world_size=world)
+    try:
+        g = torch.Generator().manual_seed(1)
+        x = torch.rand(16, 1, 4, 4, generator=g)
+        y = torch.arange(16) % 3
+        local = slice(rank * 8, (rank + 1) * 8)
+        model = ib_plugins.wrap_model(_mlp(), ib_layers=["2", "4"], num_classes=3).train()
+        model.global_batch = True
+        ddp = nn.parallel.DistributedDataParallel(model)
+        out = ddp(x[local])
+        terms = model.ib_terms(x[local], y[local], output=out)
+        # Every parameter must take part in the backward (as CE + IB does in training), else DDP's
+        # bucket with the unused classifier never becomes ready and is not averaged.
+        (terms.loss + 0.0 * out.sum()).backward()
+        grads = {n: p.grad.detach().clone() for n, p in model.named_parameters() if p.grad is not None}
+        torch.save({"loss": terms.loss.detach(), "hx": terms.hx.detach(), "grads": grads}, os.path.join(out_dir, f"gb{rank}.pt"))
+    finally:
+        dist.destroy_process_group()
+
+
+def test_global_batch_ib_equals_single_process_on_concatenated_batch(tmp_path):
+    port = _free_port()
+    mp.spawn(_global_batch_worker, args=(2, port, str(tmp_path)), nprocs=2, join=True)
+    g = torch.Generator().manual_seed(1)
+    x = torch.rand(16, 1, 4, 4, generator=g)
+    y = torch.arange(16) % 3
+    single = ib_plugins.wrap_model(_mlp(), ib_layers=["2", "4"], num_classes=3).train()
+    out = single(x)
+    terms = single.ib_terms(x, y, output=out)
+    (terms.loss + 0.0 * out.sum()).backward()
+    for rank in (0, 1):
+        res = torch.load(tmp_path / f"gb{rank}.pt", weights_only=True)
+        assert torch.allclose(res["loss"], terms.loss.detach(), rtol=1e-5, atol=1e-6)
+        assert torch.allclose(res["hx"], terms.hx.detach(), rtol=1e-5, atol=1e-6)
+        # DDP-averaged gradients of the global IB term equal the single-process gradients.
+        for name, p in single.named_parameters():
+            if p.grad is not None:
+                assert torch.allclose(res["grads"][name], p.grad, rtol=1e-4, atol=1e-6), name
+
+
+def test_global_batch_without_process_group_is_a_clear_error(tmp_path):
+    with pytest.raises(ValueError, match="ib_global_batch: needs an initialised torch.distributed process group"):
+        Trainer(TrainConfig(ib=True, epochs=1, train_limit=40, ib_global_batch=True), out_dir=tmp_path, progress=False).fit()
