@@ -55,14 +55,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--smoke", action="store_true", help="tiny run for CI (a few seconds)")
     parser.add_argument("--out", type=Path, default=None, help="output folder (default: a new temporary folder)")
-    parser.add_argument("--epochs", type=int, default=None, help="training epochs (default 8, smoke 1)")
-    parser.add_argument("--n-examples", type=int, default=None, help="test examples to attack (default 64, smoke 8)")
+    parser.add_argument("--epochs", type=int, default=None, help="training epochs (default 5, smoke 1)")
+    parser.add_argument("--n-examples", type=int, default=None, help="test examples to attack (default 16, smoke 8)")
     parser.add_argument("--eps", type=float, default=0.1, help="L-inf radius (digits pixels are in [0, 1])")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
     out = args.out if args.out is not None else Path(tempfile.mkdtemp(prefix="ib_leaderboard_"))
-    epochs = args.epochs or (1 if args.smoke else 8)
-    n_examples = args.n_examples or (8 if args.smoke else 64)
+    epochs = args.epochs or (1 if args.smoke else 5)
+    n_examples = args.n_examples or (8 if args.smoke else 16)
     if args.smoke:  # APGD-CE with 10 iterations: a functional check, not a robustness number
         aa = {"version": "custom", "attacks": ["apgd-ce"], "attack_options": {"apgd": {"n_iter": 10, "n_restarts": 1}}}
     else:
@@ -74,7 +74,7 @@ def main() -> None:
         model = train(use_ib, epochs=epochs, limit=300 if args.smoke else None, seed=args.seed)
         entry = evaluate_for_leaderboard(
             model, x_test, y_test, dataset="digits", threat_model="Linf", eps=args.eps, model_name=name,
-            n_examples=n_examples, batch_size=32, seed=args.seed, out_dir=out, state_dir=out / "aa_state" / name,
+            n_examples=n_examples, batch_size=16, seed=args.seed, out_dir=out, state_dir=out / "aa_state" / name,
             metadata={
                 "name": "IB-RAR (HSIC bottleneck)" if use_ib else "Cross-entropy baseline",
                 "architecture": "DigitsCNN",

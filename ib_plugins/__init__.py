@@ -4,7 +4,9 @@ Core API (imports torch and nothing heavier):
 
 * :func:`wrap_model` / :class:`IBModel`: IB-RAR's HSIC bottleneck on chosen layers of any model,
   plus the optional :class:`ChannelMask`;
-* :func:`nhsic`, :func:`hsic`: the estimators (more in :mod:`ib_plugins.hsic`);
+* :func:`nhsic`: the authors' normalised HSIC; the textbook :func:`ib_plugins.hsic.hsic` and the
+  per-batch operators live in :mod:`ib_plugins.hsic` (not re-exported, so the module name stays
+  importable as ``ib_plugins.hsic``);
 * :func:`capture_activations`, :func:`list_layer_names`, :func:`resolve_layers`: layer discovery and
   temporary activation capture.
 
@@ -33,7 +35,7 @@ from ib_plugins.errors import (
     NoTrainingForwardError,
     UnknownLayerError,
 )
-from ib_plugins.hsic import hsic, nhsic
+from ib_plugins.hsic import nhsic
 from ib_plugins.layer_selection import list_layer_names, resolve_layers
 from ib_plugins.presets import LayerPreset, get_preset, list_presets
 from ib_plugins.wrap import IBModel, wrap_model
@@ -56,7 +58,6 @@ __all__ = [
     "get_preset",
     "list_presets",
     "nhsic",
-    "hsic",
     "IBPluginsError",
     "UnknownLayerError",
     "LayerNotFiredError",

@@ -47,6 +47,11 @@ class IBTerms(NamedTuple):
         loss: ``α·Σ hx − β·Σ hy`` (a differentiable scalar).
         hx: ``nHSIC(T_l, X)`` per layer, shape ``[L]`` (zeros when α = 0 and not computed).
         hy: ``nHSIC(T_l, Y)`` per layer, shape ``[L]`` (zeros when β = 0 and not computed).
+
+    Example:
+        >>> t = IBTerms(loss=torch.tensor(-0.5), hx=torch.tensor([40.0]), hy=torch.tensor([8.0]))
+        >>> float(t.hy.sum())
+        8.0
     """
 
     loss: Tensor

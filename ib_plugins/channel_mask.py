@@ -466,32 +466,43 @@ class ChannelMask(nn.Module):
         """
         self.frozen_keep = None
 
-    def get_extra_state(self) -> dict[str, Any]:
-        """State saved in ``state_dict`` (schedule position and frozen mask).
+    def get_extra_state(self) -> Tensor:
+        """State saved in ``state_dict``: schedule position and frozen mask, as one int64 tensor.
+
+        A tensor (not a dict) because some toolkits (ART's AWP and OAAT trainers) call ``.size()`` on
+        every ``state_dict`` value. Layout: ``[step, num_masked, has_frozen, *frozen_keep]``.
 
         Returns:
-            A dict of plain values and tensors.
+            A 1-D int64 tensor.
 
         Example:
-            >>> sorted(ChannelMask().get_extra_state())
-            ['frozen_keep', 'num_masked', 'step']
+            >>> ChannelMask().get_extra_state()
+            tensor([-1,  0,  0])
         """
-        return {"step": self.step, "num_masked": self.num_masked, "frozen_keep": self.frozen_keep}
+        frozen = [] if self.frozen_keep is None else self.frozen_keep.long().cpu().tolist()
+        return torch.tensor([self.step, self.num_masked, int(self.frozen_keep is not None), *frozen], dtype=torch.long)
 
-    def set_extra_state(self, state: dict[str, Any]) -> None:
-        """Restore what :meth:`get_extra_state` saved.
+    def set_extra_state(self, state: Tensor | dict[str, Any]) -> None:
+        """Restore what :meth:`get_extra_state` saved (also accepts the older dict form).
 
         Args:
-            state: the saved dict.
+            state: the saved tensor or dict.
 
         Example:
-            >>> m = ChannelMask(); m.set_extra_state({"step": 3, "num_masked": 1, "frozen_keep": None}); m.step
-            3
+            >>> m = ChannelMask(); m.set_extra_state(torch.tensor([3, 1, 1, 1, 0])); m.step, m.frozen_keep
+            (3, tensor([ True, False]))
         """
-        self.step = int(state.get("step", -1))
-        self.num_masked = int(state.get("num_masked", 0))
-        frozen = state.get("frozen_keep")
-        self.frozen_keep = None if frozen is None else frozen.clone()
+        if isinstance(state, dict):
+            self.step = int(state.get("step", -1))
+            self.num_masked = int(state.get("num_masked", 0))
+            frozen = state.get("frozen_keep")
+            self.frozen_keep = None if frozen is None else frozen.clone()
+            return
+        values = state.long().tolist()
+        if len(values) < 3:
+            raise ValueError(f"ChannelMask extra state: expected at least 3 values, got {len(values)}")
+        self.step, self.num_masked = int(values[0]), int(values[1])
+        self.frozen_keep = torch.tensor(values[3:], dtype=torch.bool) if values[2] else None
 
     # -- the hook ------------------------------------------------------------------------------
     def _hook(self, module: nn.Module, args: Any, output: Any) -> Tensor | None:

@@ -63,6 +63,7 @@ __all__ = [
     "kl_pgd",
     "trades_loss",
     "mart_loss",
+    "mart_regularizer",
     "batch_loss",
     "BatchLoss",
     "build_model",
@@ -497,11 +498,42 @@ def trades_loss(logits_clean: Tensor, logits_adv: Tensor, y: Tensor, *, beta: fl
     return ce + beta * kl
 
 
+def mart_regularizer(logits_clean: Tensor, logits_adv: Tensor, y: Tensor, *, beta: float) -> Tensor:
+    """MART's terms beyond ``CE(adv)``: the boosted margin term and ``β·`` the weighted KL.
+
+    ``NLL(log(1.0001 − p_adv), y₂) + β·mean_i[KL(p_clean,i || p_adv,i)·(1.0000001 − p_clean,i[y_i])]``,
+    where ``y₂`` is the most likely wrong class under the adversarial output. Toolkit adapters that route
+    ``CE(adv)`` through their own loss object add this to it.
+
+    Args:
+        logits_clean: logits of the clean forward.
+        logits_adv: logits of the adversarial forward.
+        y: labels.
+        beta: weight of the robust term.
+
+    Returns:
+        The scalar.
+
+    Example:
+        >>> float(mart_regularizer(torch.zeros(2, 3), torch.zeros(2, 3), torch.tensor([0, 1]), beta=6.0)) > 0
+        True
+    """
+    batch = logits_clean.shape[0]
+    p_adv = F.softmax(logits_adv, dim=1)
+    top2 = torch.argsort(p_adv, dim=1)[:, -2:]
+    y_wrong = torch.where(top2[:, -1] == y, top2[:, -2], top2[:, -1])
+    boost = F.nll_loss(torch.log(1.0001 - p_adv + 1e-12), y_wrong)
+    p_clean = F.softmax(logits_clean, dim=1)
+    p_true = p_clean.gather(1, y.unsqueeze(1)).squeeze(1)
+    kl = F.kl_div(torch.log(p_adv + 1e-12), p_clean, reduction="none").sum(dim=1)
+    return boost + beta * (kl * (1.0000001 - p_true)).sum() / batch
+
+
 def mart_loss(logits_clean: Tensor, logits_adv: Tensor, y: Tensor, *, beta: float) -> Tensor:
     """MART (Wang et al. 2020), as the official code and the authors' ``train_MART.py``.
 
     ``CE(adv) + NLL(log(1.0001 − p_adv), y₂) + β·mean_i[KL(p_clean,i || p_adv,i)·(1.0000001 − p_clean,i[y_i])]``,
-    where ``y₂`` is the most likely wrong class under the adversarial output.
+    where ``y₂`` is the most likely wrong class under the adversarial output (see :func:`mart_regularizer`).
 
     Args:
         logits_clean: logits of the clean forward.
@@ -516,16 +548,7 @@ def mart_loss(logits_clean: Tensor, logits_adv: Tensor, y: Tensor, *, beta: floa
         >>> float(mart_loss(torch.zeros(2, 3), torch.zeros(2, 3), torch.tensor([0, 1]), beta=6.0)) > 0
         True
     """
-    batch = logits_clean.shape[0]
-    p_adv = F.softmax(logits_adv, dim=1)
-    top2 = torch.argsort(p_adv, dim=1)[:, -2:]
-    y_wrong = torch.where(top2[:, -1] == y, top2[:, -2], top2[:, -1])
-    loss_adv = F.cross_entropy(logits_adv, y) + F.nll_loss(torch.log(1.0001 - p_adv + 1e-12), y_wrong)
-    p_clean = F.softmax(logits_clean, dim=1)
-    p_true = p_clean.gather(1, y.unsqueeze(1)).squeeze(1)
-    kl = F.kl_div(torch.log(p_adv + 1e-12), p_clean, reduction="none").sum(dim=1)
-    loss_robust = (kl * (1.0000001 - p_true)).sum() / batch
-    return loss_adv + beta * loss_robust
+    return F.cross_entropy(logits_adv, y) + mart_regularizer(logits_clean, logits_adv, y, beta=beta)
 
 
 @dataclass

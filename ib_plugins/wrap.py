@@ -57,6 +57,14 @@ class ForwardRecord:
         output: the forward's output (compared by identity to find the record of given logits).
         activations: hooked layers' outputs (``name``, ``name#1``... for reused modules).
         fired: names of the hooked layers that ran.
+
+    Example:
+        >>> import torch, torch.nn as nn
+        >>> m = wrap_model(nn.Sequential(nn.Linear(2, 2)), ib_layers=["0"])
+        >>> out = m.train()(torch.rand(3, 2))
+        >>> record = m.find_record(out)
+        >>> record.batch_size, sorted(record.fired)
+        (3, ['0'])
     """
 
     inputs: Tensor
@@ -66,7 +74,12 @@ class ForwardRecord:
 
     @property
     def batch_size(self) -> int:
-        """Number of samples of the forward."""
+        """Number of samples of the forward.
+
+        Example:
+            >>> ForwardRecord(inputs=torch.zeros(4, 2), output=None, activations={}, fired=set()).batch_size
+            4
+        """
         return int(self.inputs.shape[0])
 
 

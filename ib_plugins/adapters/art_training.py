@@ -97,7 +97,7 @@ from torch import Tensor
 
 from ib_plugins._optional import require
 from ib_plugins.errors import IBPluginsError
-from ib_plugins.training import mart_loss
+from ib_plugins.training import mart_regularizer
 from ib_plugins.wrap import IBModel
 
 art = require("art", purpose="ib_plugins.adapters.art_training", extra="art")
@@ -897,7 +897,7 @@ def _check_tensor_state(classifier: PyTorchClassifier, trainer: str) -> None:
     if bad:
         raise ValueError(
             f"{trainer} calls .size() on every state_dict entry of the model, but {', '.join(bad)} "
-            "is not a tensor (the channel mask's schedule state); use this trainer without a channel mask"
+            "is not a tensor; remove that state or use another trainer"
         )
 
 
@@ -922,8 +922,9 @@ class IBAdversarialTrainerAWPPyTorch(IBTrainerMixin, AdversarialTrainerAWPPyTorc
     """ART's AWP trainer with :class:`IBTrainerMixin`.
 
     Mode ``"PGD"`` regularises the adversarial forward, ``"TRADES"`` the clean one. Build the proxy
-    with :func:`make_art_proxy_classifier`. A channel mask is refused: AWP calls ``.size()`` on
-    every ``state_dict`` entry and the mask's schedule state is not a tensor.
+    with :func:`make_art_proxy_classifier`. AWP calls ``.size()`` on every ``state_dict`` entry; the
+    channel mask keeps its schedule state as a tensor, so it works here (a model with other
+    non-tensor state is refused).
 
     Args:
         classifier: from :func:`make_art_classifier`.
@@ -935,7 +936,7 @@ class IBAdversarialTrainerAWPPyTorch(IBTrainerMixin, AdversarialTrainerAWPPyTorc
         warmup: epochs before weight perturbation starts.
 
     Raises:
-        ValueError: the model has non-tensor state (a channel mask).
+        ValueError: the model has non-tensor ``state_dict`` entries.
 
     Example:
         >>> IBAdversarialTrainerAWPPyTorch.__mro__[2].__name__
@@ -952,7 +953,7 @@ class IBAdversarialTrainerOAATPyTorch(IBTrainerMixin, AdversarialTrainerOAATPyTo
 
     OAAT replaces the classifier's optimizer by a fresh SGD at epoch ``int(3·nb_epochs/4)`` and
     needs LPIPS/SWA settings in ``train_params`` (see the tests for a minimal CPU configuration).
-    A channel mask is refused (non-tensor ``state_dict`` entry, as for AWP).
+    Like AWP it needs every ``state_dict`` entry to be a tensor (the channel mask's state is).
 
     Args:
         classifier: from :func:`make_art_classifier`.
@@ -963,7 +964,7 @@ class IBAdversarialTrainerOAATPyTorch(IBTrainerMixin, AdversarialTrainerOAATPyTo
         train_params: OAAT's parameter dict.
 
     Raises:
-        ValueError: the model has non-tensor state (a channel mask).
+        ValueError: the model has non-tensor ``state_dict`` entries.
 
     Example:
         >>> IBAdversarialTrainerOAATPyTorch.__mro__[2].__name__
@@ -1339,8 +1340,8 @@ class AdversarialTrainerMARTPyTorch(Trainer):
         loss_fn = clf._loss
         if isinstance(loss_fn, IBCrossEntropyLoss) and loss_fn.current_clean_batch is not None:
             loss_fn.current_clean_batch.output = logits  # lets ib_pass="clean" reuse this clean forward
-        # mart_loss = CE(adv) + boost + beta*KL; its CE term is swapped for the classifier's loss.
-        regulariser = mart_loss(logits, logits_adv, y_idx, beta=self._beta) - F.cross_entropy(logits_adv, y_idx)
+        # mart_loss = CE(adv) + mart_regularizer; CE(adv) goes through the classifier's loss (IB hook).
+        regulariser = mart_regularizer(logits, logits_adv, y_idx, beta=self._beta)
         loss = loss_fn(logits_adv, o_batch) + regulariser
         loss.backward()
         clf._optimizer.step()

@@ -1,0 +1,1279 @@
+"""Gradient-masking audit: is a model's measured robustness real? (Carlini et al. 2019, §5 checklist)
+
+A defence can look robust because its gradients are useless to the attacker (shattered,
+stochastic or vanishing gradients; Athalye et al. 2018), not because adversarial examples are
+absent. :func:`run_audit` runs the sanity checks of Carlini et al., "On Evaluating Adversarial
+Robustness" (2019), on a checkpoint or a model and writes a report folder. Each check returns
+``pass``, ``warn`` (with its numbers) or ``skip`` (not applicable, with the reason):
+
+* ``deterministic``: the eval forward gives the same output twice; otherwise the report says so
+  and every attack runs with EOT (:class:`~ib_plugins.adaptive.EOTModel`).
+* ``monotone-eps``: PGD robust accuracy does not rise (beyond ``tol``) as ε grows.
+* ``large-eps``: at the largest ε of the grid (0.5 by default) accuracy is ≈ 0 (≤ ``zero_tol``).
+* ``unbounded``: an unbounded attack (PGD with ε = 1, and the corrected CW-L2) reaches ≈ 100 %
+  success (≥ ``1 − success_tol`` of the originally correct samples).
+* ``iterative-vs-single-step``: PGD accuracy ≤ FGSM accuracy + ``tol``.
+* ``steps-restarts``: more PGD steps, and random restarts, do not raise accuracy beyond ``tol``.
+* ``black-box``: Square (torchattacks, score-based) does not beat PGD: accuracy ≥ PGD − ``tol``.
+* ``transfer``: PGD examples from an undefended surrogate (trained quickly with CE, or given) do
+  not beat white-box PGD: accuracy ≥ PGD − ``tol``.
+* ``adaptive``: the defence-aware attack (``pgd-ib`` for IB models, ``pgd-entropic`` for
+  entropic retraining) is at least as strong as plain PGD: accuracy ≤ PGD + ``tol``.
+* ``loss-functions``: PGD on the (corrected) margin loss does not beat PGD on CE by more than
+  ``tol`` (a saturated softmax hides the CE gradient, not the margin's).
+
+PGD here is :func:`ib_plugins.adaptive.run_adaptive_attack` (``pgd-ce``: Madry PGD with step
+``2.5·ε/steps``, random start, any-iterate success). The report also lists torchattacks' CW beside
+the corrected CW-L2 (spec §2.7 item 11). A ``warn`` is a reason to look closer, not a proof of
+masking; a full ``pass`` is no proof of robustness either (Carlini et al. §5).
+
+Output folder: ``audit.md`` (summary and one line per check at the top), ``audit.html`` (the same,
+self-contained: inline CSS, images as data URIs), ``accuracy_vs_eps.png``,
+``accuracy_vs_steps.png``, ``audit.json`` (every number) and ``config.json``.
+
+Example:
+    >>> c = check_monotone_eps([0.0, 0.1, 0.2], [0.9, 0.5, 0.6], tol=0.03)
+    >>> c.status, c.numbers["worst_rise"]
+    ('warn', 0.1)
+    >>> check_iterative(0.2, 0.5, tol=0.03).status
+    'pass'
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import html
+import json
+import logging
+import math
+import os
+import tempfile
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Union
+
+import torch
+import torch.nn as nn
+from torch import Tensor
+
+__all__ = [
+    "STATUSES",
+    "CHECKS",
+    "CheckResult",
+    "AuditReport",
+    "check_determinism",
+    "check_monotone_eps",
+    "check_large_eps",
+    "check_unbounded",
+    "check_iterative",
+    "check_steps_restarts",
+    "check_black_box",
+    "check_transfer",
+    "check_adaptive",
+    "check_loss_functions",
+    "default_eps_grid",
+    "train_surrogate",
+    "run_audit",
+    "add_audit_arguments",
+    "audit_command",
+]
+
+logger = logging.getLogger(__name__)
+
+PathLike = Union[str, "os.PathLike[str]"]
+
+#: The possible outcomes of a check.
+STATUSES = ("pass", "warn", "skip")
+
+#: Check name -> title, in report order.
+CHECKS: Mapping[str, str] = {
+    "deterministic": "Eval forward is deterministic",
+    "monotone-eps": "Accuracy falls monotonically with eps",
+    "large-eps": "Accuracy reaches ~0 at a large eps",
+    "unbounded": "Unbounded attack reaches ~100% success",
+    "iterative-vs-single-step": "Iterative attack at least as strong as single-step",
+    "steps-restarts": "More steps / restarts do not raise accuracy",
+    "black-box": "Black-box (Square) does not beat white-box PGD",
+    "transfer": "Transfer from an undefended surrogate does not beat white-box PGD",
+    "adaptive": "Adaptive attack at least as strong as plain PGD",
+    "loss-functions": "Margin-loss PGD does not beat CE PGD",
+}
+
+
+def _pct(v: float | None) -> str:
+    return "-" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{100 * v:.1f}%"
+
+
+@dataclass(frozen=True)
+class CheckResult:
+    """The outcome of one audit check.
+
+    Attributes:
+        name: the check's key (see :data:`CHECKS`).
+        status: ``"pass"``, ``"warn"`` or ``"skip"``.
+        message: one line with the numbers behind the verdict.
+        numbers: every number the check used (JSON-serialisable).
+        tolerance: the tolerance applied (None where none applies).
+
+    Example:
+        >>> CheckResult("large-eps", "pass", "accuracy 0.0% at eps 0.5").line()
+        '- PASS  **Accuracy reaches ~0 at a large eps**: accuracy 0.0% at eps 0.5'
+    """
+
+    name: str
+    status: str
+    message: str
+    numbers: Mapping[str, Any] = field(default_factory=dict)
+    tolerance: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.status not in STATUSES:
+            raise ValueError(f"status: expected one of {', '.join(map(repr, STATUSES))}, got {self.status!r}")
+
+    @property
+    def title(self) -> str:
+        """The check's human-readable title."""
+        return CHECKS.get(self.name, self.name)
+
+    def line(self) -> str:
+        """The one-line markdown verdict.
+
+        Returns:
+            ``- STATUS  **title**: message``.
+
+        Example:
+            >>> CheckResult("transfer", "skip", "no surrogate").line()[:8]
+            '- SKIP  '
+        """
+        return f"- {self.status.upper():<5} **{self.title}**: {self.message}"
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-serialisable dict.
+
+        Returns:
+            ``{"name", "title", "status", "message", "tolerance", "numbers"}``.
+
+        Example:
+            >>> CheckResult("adaptive", "pass", "ok").to_dict()["title"]
+            'Adaptive attack at least as strong as plain PGD'
+        """
+        return {"name": self.name, "title": self.title, "status": self.status, "message": self.message,
+                "tolerance": self.tolerance, "numbers": dict(self.numbers)}
+
+
+# --------------------------------------------------------------------------------------------------
+# The checks (pure functions of the measured numbers)
+# --------------------------------------------------------------------------------------------------
+
+
+def _check_tol(tol: object, arg: str = "tol") -> float:
+    if isinstance(tol, bool) or not isinstance(tol, (int, float)) or not (0 <= float(tol) <= 1):
+        raise ValueError(f"{arg}: expected a number in [0, 1], got {tol!r}")
+    return float(tol)
+
+
+def check_determinism(deterministic: bool, *, eot_samples: int, max_abs_diff: float = 0.0) -> CheckResult:
+    """``deterministic``: warn when the eval forward is stochastic (randomised defences need EOT).
+
+    Args:
+        deterministic: the result of :func:`ib_plugins.adaptive.is_deterministic`.
+        eot_samples: forwards averaged by the audit's attacks when it is not.
+        max_abs_diff: largest output difference seen between two forwards.
+
+    Returns:
+        The :class:`CheckResult`.
+
+    Example:
+        >>> check_determinism(False, eot_samples=8).status
+        'warn'
+    """
+    numbers = {"deterministic": bool(deterministic), "eot_samples": eot_samples, "max_abs_diff": max_abs_diff}
+    if deterministic:
+        return CheckResult("deterministic", "pass", "two eval forwards give identical outputs", numbers)
+    return CheckResult(
+        "deterministic", "warn",
+        f"the eval forward is NOT deterministic (outputs differ by up to {max_abs_diff:.3g}); every attack below "
+        f"uses EOT over {eot_samples} forwards and predictions average {eot_samples} forwards", numbers,
+    )
+
+
+def _check_curve(xs: Sequence[float], accs: Sequence[float], arg: str) -> tuple[list[float], list[float]]:
+    xs, accs = [float(v) for v in xs], [float(a) for a in accs]
+    if len(xs) != len(accs) or not xs:
+        raise ValueError(f"{arg}: expected as many accuracies as points (>= 1), got {len(xs)} and {len(accs)}")
+    return xs, accs
+
+
+def check_monotone_eps(eps: Sequence[float], accuracy: Sequence[float], *, tol: float = 0.03) -> CheckResult:
+    """``monotone-eps``: robust accuracy must not rise with ε by more than ``tol``.
+
+    Each accuracy is compared with the lowest accuracy at any smaller ε.
+
+    Args:
+        eps: the radii, increasing.
+        accuracy: robust accuracy at each radius.
+        tol: tolerated rise (absolute).
+
+    Returns:
+        The :class:`CheckResult` (``numbers["worst_rise"]`` is the largest rise seen).
+
+    Example:
+        >>> check_monotone_eps([0.0, 0.1], [0.9, 0.2]).status
+        'pass'
+    """
+    tol = _check_tol(tol)
+    xs, accs = _check_curve(eps, accuracy, "accuracy")
+    worst, at = 0.0, None
+    for i in range(1, len(accs)):
+        rise = accs[i] - min(accs[:i])
+        if rise > worst:
+            worst, at = rise, xs[i]
+    worst = round(worst, 6)
+    numbers = {"eps": xs, "accuracy": accs, "worst_rise": worst, "at_eps": at}
+    curve = ", ".join(f"{e:g}: {_pct(a)}" for e, a in zip(xs, accs))
+    if worst > tol:
+        return CheckResult("monotone-eps", "warn", f"accuracy rises by {_pct(worst)} at eps {at:g} (> tol {_pct(tol)}); "
+                           f"curve {curve}", numbers, tol)
+    return CheckResult("monotone-eps", "pass", f"non-increasing within {_pct(tol)}; curve {curve}", numbers, tol)
+
+
+def check_large_eps(eps: Sequence[float], accuracy: Sequence[float], *, zero_tol: float = 0.05) -> CheckResult:
+    """``large-eps``: at the largest ε, robust accuracy must be ≈ 0 (≤ ``zero_tol``).
+
+    Args:
+        eps: the radii, increasing.
+        accuracy: robust accuracy at each radius.
+        zero_tol: the largest accuracy that counts as ≈ 0.
+
+    Returns:
+        The :class:`CheckResult`.
+
+    Example:
+        >>> check_large_eps([0.1, 0.5], [0.4, 0.3]).status
+        'warn'
+    """
+    zero_tol = _check_tol(zero_tol, "zero_tol")
+    xs, accs = _check_curve(eps, accuracy, "accuracy")
+    numbers = {"eps": xs[-1], "accuracy": accs[-1]}
+    if accs[-1] > zero_tol:
+        hint = "" if xs[-1] >= 0.3 else " (the grid's largest eps is small; add a large one such as 0.5)"
+        return CheckResult("large-eps", "warn", f"accuracy still {_pct(accs[-1])} at eps {xs[-1]:g} "
+                           f"(expected <= {_pct(zero_tol)}){hint}", numbers, zero_tol)
+    return CheckResult("large-eps", "pass", f"accuracy {_pct(accs[-1])} at eps {xs[-1]:g}", numbers, zero_tol)
+
+
+def check_unbounded(success_rates: Mapping[str, float | None], *, success_tol: float = 0.02) -> CheckResult:
+    """``unbounded``: the best unbounded attack must reach ≈ 100 % success on correct samples.
+
+    Args:
+        success_rates: attack name → success rate over the originally correct samples (None =
+            no correct sample).
+        success_tol: tolerated shortfall from 100 %.
+
+    Returns:
+        The :class:`CheckResult`.
+
+    Example:
+        >>> check_unbounded({"pgd eps=1": 1.0, "cw-l2": 0.7}).status
+        'pass'
+    """
+    success_tol = _check_tol(success_tol, "success_tol")
+    rates = {k: v for k, v in success_rates.items() if v is not None}
+    if not rates:
+        return CheckResult("unbounded", "skip", "no correctly classified sample to attack", dict(success_rates))
+    best_name = max(rates, key=lambda k: rates[k])
+    best = rates[best_name]
+    detail = ", ".join(f"{k} {_pct(v)}" for k, v in rates.items())
+    numbers = {"success_rates": dict(success_rates), "best": best, "best_attack": best_name}
+    if best < 1 - success_tol:
+        return CheckResult("unbounded", "warn", f"best unbounded success only {_pct(best)} (< {_pct(1 - success_tol)}): "
+                           f"{detail}", numbers, success_tol)
+    return CheckResult("unbounded", "pass", f"{detail}", numbers, success_tol)
+
+
+def check_iterative(pgd_accuracy: float, fgsm_accuracy: float, *, tol: float = 0.03) -> CheckResult:
+    """``iterative-vs-single-step``: PGD accuracy must be ≤ FGSM accuracy + ``tol``.
+
+    Args:
+        pgd_accuracy: robust accuracy under PGD.
+        fgsm_accuracy: robust accuracy under FGSM (same ε).
+        tol: tolerance.
+
+    Returns:
+        The :class:`CheckResult`.
+
+    Example:
+        >>> check_iterative(0.6, 0.3).status
+        'warn'
+    """
+    tol = _check_tol(tol)
+    numbers = {"pgd_accuracy": pgd_accuracy, "fgsm_accuracy": fgsm_accuracy}
+    text = f"PGD {_pct(pgd_accuracy)} vs FGSM {_pct(fgsm_accuracy)}"
+    if pgd_accuracy > fgsm_accuracy + tol:
+        return CheckResult("iterative-vs-single-step", "warn", f"{text}: the iterative attack is weaker", numbers, tol)
+    return CheckResult("iterative-vs-single-step", "pass", text, numbers, tol)
+
+
+def check_steps_restarts(
+    steps: Sequence[int], accuracy: Sequence[float], *, restarts: int, restart_accuracy: float,
+    single_accuracy: float, tol: float = 0.03,
+) -> CheckResult:
+    """``steps-restarts``: more steps, and restarts, must not raise accuracy beyond ``tol``.
+
+    Args:
+        steps: PGD step counts, increasing.
+        accuracy: robust accuracy at each step count.
+        restarts: number of restarts of the restart run.
+        restart_accuracy: accuracy of PGD with ``restarts`` restarts.
+        single_accuracy: accuracy of the same PGD with one run.
+        tol: tolerance.
+
+    Returns:
+        The :class:`CheckResult` (``numbers["restart_gain"]`` = how much restarts lowered accuracy).
+
+    Example:
+        >>> check_steps_restarts([1, 10], [0.5, 0.2], restarts=3, restart_accuracy=0.18, single_accuracy=0.2).status
+        'pass'
+    """
+    tol = _check_tol(tol)
+    xs, accs = _check_curve(steps, accuracy, "accuracy")
+    worst, at = 0.0, None
+    for i in range(1, len(accs)):
+        rise = accs[i] - min(accs[:i])
+        if rise > worst:
+            worst, at = rise, int(xs[i])
+    worst = round(worst, 6)
+    restart_rise = round(restart_accuracy - single_accuracy, 6)
+    numbers = {"steps": [int(s) for s in xs], "accuracy": accs, "worst_rise": worst, "at_steps": at,
+               "restarts": restarts, "restart_accuracy": restart_accuracy, "single_accuracy": single_accuracy,
+               "restart_gain": round(single_accuracy - restart_accuracy, 6)}
+    curve = ", ".join(f"{int(s)}: {_pct(a)}" for s, a in zip(xs, accs))
+    problems = []
+    if worst > tol:
+        problems.append(f"accuracy rises by {_pct(worst)} at {at} steps")
+    if restart_rise > tol:
+        problems.append(f"{restarts} restarts raise accuracy by {_pct(restart_rise)}")
+    text = f"steps {curve}; {restarts} restarts {_pct(restart_accuracy)} vs 1 run {_pct(single_accuracy)}"
+    if problems:
+        return CheckResult("steps-restarts", "warn", "; ".join(problems) + f" ({text})", numbers, tol)
+    return CheckResult("steps-restarts", "pass", text, numbers, tol)
+
+
+def _not_stronger(name: str, label: str, other: float, pgd: float, tol: float) -> CheckResult:
+    numbers = {f"{label}_accuracy": other, "pgd_accuracy": pgd}
+    text = f"{label} {_pct(other)} vs PGD {_pct(pgd)}"
+    if other < pgd - tol:
+        return CheckResult(name, "warn", f"{text}: {label} finds {_pct(pgd - other)} more adversarial examples than "
+                           "white-box PGD", numbers, tol)
+    return CheckResult(name, "pass", text, numbers, tol)
+
+
+def check_black_box(square_accuracy: float, pgd_accuracy: float, *, tol: float = 0.03) -> CheckResult:
+    """``black-box``: Square accuracy must be ≥ PGD accuracy − ``tol``.
+
+    Args:
+        square_accuracy: robust accuracy under the Square attack.
+        pgd_accuracy: robust accuracy under white-box PGD (same ε).
+        tol: tolerance.
+
+    Returns:
+        The :class:`CheckResult`.
+
+    Example:
+        >>> check_black_box(0.1, 0.5).status
+        'warn'
+    """
+    return _not_stronger("black-box", "square", square_accuracy, pgd_accuracy, _check_tol(tol))
+
+
+def check_transfer(transfer_accuracy: float | None, pgd_accuracy: float, *, tol: float = 0.03,
+                   reason: str = "no surrogate") -> CheckResult:
+    """``transfer``: accuracy under surrogate-transferred PGD must be ≥ PGD accuracy − ``tol``.
+
+    Args:
+        transfer_accuracy: accuracy of the audited model on the surrogate's adversarial examples;
+            None skips the check.
+        pgd_accuracy: white-box PGD accuracy (same ε).
+        tol: tolerance.
+        reason: why there is no transfer accuracy (for the skip message).
+
+    Returns:
+        The :class:`CheckResult`.
+
+    Example:
+        >>> check_transfer(None, 0.3).status
+        'skip'
+    """
+    tol = _check_tol(tol)
+    if transfer_accuracy is None:
+        return CheckResult("transfer", "skip", reason, {"pgd_accuracy": pgd_accuracy})
+    return _not_stronger("transfer", "transfer", transfer_accuracy, pgd_accuracy, tol)
+
+
+def check_adaptive(adaptive_accuracy: Mapping[str, float], pgd_accuracy: float, *, tol: float = 0.03,
+                   reason: str = "the model has no IB or entropic configuration") -> CheckResult:
+    """``adaptive``: the strongest adaptive attack must reach accuracy ≤ PGD accuracy + ``tol``.
+
+    Args:
+        adaptive_accuracy: adaptive attack name → robust accuracy (empty skips the check).
+        pgd_accuracy: plain PGD accuracy (same ε, steps and step size).
+        tol: tolerance.
+        reason: why no adaptive attack applies (for the skip message).
+
+    Returns:
+        The :class:`CheckResult`.
+
+    Example:
+        >>> check_adaptive({"pgd-ib": 0.31}, 0.30).status
+        'pass'
+        >>> check_adaptive({}, 0.3).status
+        'skip'
+    """
+    tol = _check_tol(tol)
+    if not adaptive_accuracy:
+        return CheckResult("adaptive", "skip", reason, {"pgd_accuracy": pgd_accuracy})
+    best = min(adaptive_accuracy, key=lambda k: adaptive_accuracy[k])
+    numbers = {"adaptive_accuracy": dict(adaptive_accuracy), "pgd_accuracy": pgd_accuracy, "best_attack": best}
+    detail = ", ".join(f"{k} {_pct(v)}" for k, v in adaptive_accuracy.items())
+    text = f"{detail} vs PGD {_pct(pgd_accuracy)}"
+    if adaptive_accuracy[best] > pgd_accuracy + tol:
+        return CheckResult("adaptive", "warn", f"{text}: the adaptive attack is weaker than plain PGD (its objective "
+                           "fights the CE term, or its gradients are masked)", numbers, tol)
+    return CheckResult("adaptive", "pass", text, numbers, tol)
+
+
+def check_loss_functions(margin_accuracy: float, ce_accuracy: float, *, tol: float = 0.03) -> CheckResult:
+    """``loss-functions``: PGD on the margin loss must not beat PGD on CE by more than ``tol``.
+
+    Args:
+        margin_accuracy: accuracy under margin-loss PGD.
+        ce_accuracy: accuracy under CE PGD (same settings).
+        tol: tolerance.
+
+    Returns:
+        The :class:`CheckResult`.
+
+    Example:
+        >>> check_loss_functions(0.0, 0.9).status
+        'warn'
+    """
+    tol = _check_tol(tol)
+    numbers = {"margin_accuracy": margin_accuracy, "ce_accuracy": ce_accuracy}
+    text = f"margin PGD {_pct(margin_accuracy)} vs CE PGD {_pct(ce_accuracy)}"
+    if margin_accuracy < ce_accuracy - tol:
+        return CheckResult("loss-functions", "warn", f"{text}: the CE gradient is uninformative (saturated softmax?)",
+                           numbers, tol)
+    return CheckResult("loss-functions", "pass", text, numbers, tol)
+
+
+# --------------------------------------------------------------------------------------------------
+# The report
+# --------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class AuditReport:
+    """The result of :func:`run_audit`.
+
+    Attributes:
+        checks: one :class:`CheckResult` per check, in :data:`CHECKS` order.
+        numbers: every measured number (also in ``audit.json``).
+        config: the audit's settings.
+        out_dir: the report folder (None when nothing was written).
+        files: name → path of the written files.
+
+    Example:
+        >>> r = AuditReport([CheckResult("large-eps", "warn", "x"), CheckResult("adaptive", "skip", "y")], {}, {})
+        >>> r.verdict, r.warned
+        ('warn', ['large-eps'])
+    """
+
+    checks: list[CheckResult]
+    numbers: dict[str, Any]
+    config: dict[str, Any]
+    out_dir: Path | None = None
+    files: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def verdict(self) -> str:
+        """``"warn"`` if any check warns, else ``"pass"``."""
+        return "warn" if self.warned else "pass"
+
+    @property
+    def warned(self) -> list[str]:
+        """Names of the checks that warn."""
+        return [c.name for c in self.checks if c.status == "warn"]
+
+    def __getitem__(self, name: str) -> CheckResult:
+        """The check called ``name``.
+
+        Raises:
+            ValueError: no such check (the message lists them).
+        """
+        for c in self.checks:
+            if c.name == name:
+                return c
+        raise ValueError(f"name: expected one of {', '.join(repr(c.name) for c in self.checks)}, got {name!r}")
+
+    def summary(self) -> str:
+        """One line: the verdict and the counts.
+
+        Returns:
+            The summary text.
+
+        Example:
+            >>> AuditReport([CheckResult("large-eps", "pass", "x")], {}, {}).summary()
+            'PASS: all 1 applicable checks pass (0 skipped); no sign of gradient masking found by these checks.'
+        """
+        applicable = [c for c in self.checks if c.status != "skip"]
+        skipped = len(self.checks) - len(applicable)
+        if not self.warned:
+            return (f"PASS: all {len(applicable)} applicable checks pass ({skipped} skipped); no sign of gradient "
+                    "masking found by these checks.")
+        return (f"WARN: {len(self.warned)} of {len(applicable)} applicable checks warn ({', '.join(self.warned)}); "
+                f"{skipped} skipped. The robustness may be overestimated (gradient masking); see below.")
+
+    def to_dict(self) -> dict[str, Any]:
+        """Everything as JSON-serialisable data (the content of ``audit.json``).
+
+        Returns:
+            ``{"verdict", "summary", "checks", "numbers", "config"}``.
+
+        Example:
+            >>> AuditReport([], {}, {}).to_dict()["verdict"]
+            'pass'
+        """
+        return {"verdict": self.verdict, "summary": self.summary(), "checks": [c.to_dict() for c in self.checks],
+                "numbers": self.numbers, "config": self.config}
+
+    def _attack_rows(self) -> list[tuple[str, str, str, str, str]]:
+        rows = []
+        for key, entry in (self.numbers.get("attacks") or {}).items():
+            rows.append((key, str(entry.get("threat", "")), _pct(entry.get("accuracy")), _pct(entry.get("success_rate")),
+                         f"{entry.get('seconds', 0.0):.1f}"))
+        return rows
+
+    def to_markdown(self) -> str:
+        """The markdown report (summary and one line per check at the top, then the numbers).
+
+        Returns:
+            The text of ``audit.md``.
+
+        Example:
+            >>> print(AuditReport([CheckResult("large-eps", "pass", "ok")], {}, {"target": "m"}).to_markdown().splitlines()[0])
+            # Gradient-masking audit: m
+        """
+        n = self.numbers
+        lines = [f"# Gradient-masking audit: {self.config.get('target', 'model')}", "", f"**{self.summary()}**", ""]
+        lines += [c.line() for c in self.checks]
+        lines += ["", "Following Carlini et al. (2019), *On Evaluating Adversarial Robustness*. A WARN is a reason to "
+                  "look closer, not a proof of masking; passing every check is no proof of robustness.", ""]
+        if n:
+            lines += ["## Setting", ""]
+            lines.append(f"- {n.get('n')} test images, clean accuracy {_pct(n.get('clean_accuracy'))}; main eps "
+                         f"{n.get('eps')} (L-inf); seed {self.config.get('seed')}; mode {'quick' if self.config.get('quick') else 'full'}.")
+            if not n.get("deterministic", True):
+                lines.append(f"- The eval forward is **not deterministic**: every attack uses EOT over "
+                             f"{n.get('eot_samples')} forwards, predictions average {n.get('eot_samples')} forwards.")
+            if n.get("ib_config"):
+                lines.append(f"- IB configuration used by pgd-ib: `{json.dumps(n['ib_config'])}`")
+            if n.get("entropic_config"):
+                lines.append(f"- Entropic configuration used by pgd-entropic: `{json.dumps(n['entropic_config'])}`")
+            if n.get("surrogate"):
+                s = n["surrogate"]
+                lines.append(f"- Surrogate: {s.get('source')}, clean accuracy {_pct(s.get('clean_accuracy'))}, "
+                             f"its own PGD accuracy {_pct(s.get('pgd_accuracy'))}.")
+            lines += ["", "## Attacks", "", "| attack | threat model | accuracy | success rate | time (s) |",
+                      "|---|---|---|---|---|"]
+            lines += [f"| {a} | {b} | {c} | {d} | {e} |" for a, b, c, d, e in self._attack_rows()]
+            if "cw_comparison" in n:
+                cw = n["cw_comparison"]
+                lines += ["", f"CW: torchattacks' `CW` (margin with a 0 in the true-class slot, spec §2.7 item 11) "
+                          f"reaches {_pct(cw.get('torchattacks_success'))} success, the corrected `cw-l2` "
+                          f"{_pct(cw.get('corrected_success'))}."]
+            for key, title, xlabel in (("eps_curve", "Accuracy vs eps (PGD)", "eps"),
+                                       ("steps_curve", "Accuracy vs PGD steps", "steps")):
+                if key in n:
+                    xs, accs = n[key][xlabel], n[key]["accuracy"]
+                    lines += ["", f"## {title}", "", f"| {xlabel} | " + " | ".join(f"{x:g}" for x in xs) + " |",
+                              "|---|" + "---|" * len(xs), "| accuracy | " + " | ".join(_pct(a) for a in accs) + " |"]
+            for key, name in (("accuracy_vs_eps", "accuracy_vs_eps.png"), ("accuracy_vs_steps", "accuracy_vs_steps.png")):
+                if key in self.files:
+                    lines += ["", f"![{key}]({name})"]
+        return "\n".join(lines) + "\n"
+
+    def to_html(self) -> str:
+        """A self-contained HTML page (inline CSS, PNGs embedded as data URIs; no external resource).
+
+        Returns:
+            The text of ``audit.html``.
+
+        Example:
+            >>> page = AuditReport([CheckResult("large-eps", "warn", "acc 40%")], {}, {}).to_html()
+            >>> "<html" in page and "http" not in page.replace("http-equiv", "")
+            True
+        """
+        esc = html.escape
+        colors = {"pass": "#1a7f37", "warn": "#b35900", "skip": "#6e7781"}
+        rows = "".join(
+            f"<tr><td><b style='color:{colors[c.status]}'>{c.status.upper()}</b></td><td>{esc(c.title)}</td>"
+            f"<td>{esc(c.message)}</td></tr>" for c in self.checks
+        )
+        attack_rows = "".join(f"<tr>{''.join(f'<td>{esc(v)}</td>' for v in r)}</tr>" for r in self._attack_rows())
+        images = ""
+        for key in ("accuracy_vs_eps", "accuracy_vs_steps"):
+            path = self.files.get(key)
+            if path and Path(path).is_file():
+                data = base64.b64encode(Path(path).read_bytes()).decode("ascii")
+                images += f"<figure><img alt='{key}' src='data:image/png;base64,{data}'><figcaption>{key}</figcaption></figure>"
+        verdict_color = colors[self.verdict]
+        numbers = esc(json.dumps(self.numbers, indent=2, sort_keys=True, default=str))
+        return (
+            "<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>"
+            f"<title>Gradient-masking audit: {esc(str(self.config.get('target', 'model')))}</title><style>"
+            "body{font-family:sans-serif;max-width:980px;margin:2em auto;padding:0 1em;color:#1f2328}"
+            "table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #d0d7de;padding:4px 8px;"
+            "text-align:left;vertical-align:top}th{background:#f6f8fa}figure{display:inline-block;margin:0 1em 1em 0}"
+            "pre{background:#f6f8fa;padding:1em;overflow:auto;font-size:12px}</style></head><body>"
+            f"<h1>Gradient-masking audit: {esc(str(self.config.get('target', 'model')))}</h1>"
+            f"<p style='font-size:1.15em;color:{verdict_color}'><b>{esc(self.summary())}</b></p>"
+            f"<table><tr><th>status</th><th>check</th><th>numbers</th></tr>{rows}</table>"
+            "<p>Following Carlini et al. (2019), <i>On Evaluating Adversarial Robustness</i>. A WARN is a reason to look "
+            "closer, not a proof of masking; passing every check is no proof of robustness.</p>"
+            "<h2>Attacks</h2><table><tr><th>attack</th><th>threat model</th><th>accuracy</th><th>success rate</th>"
+            f"<th>time (s)</th></tr>{attack_rows}</table>{images}"
+            f"<h2>All numbers</h2><pre>{numbers}</pre></body></html>\n"
+        )
+
+
+# --------------------------------------------------------------------------------------------------
+# Running the audit
+# --------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Settings:
+    n: int
+    pgd_steps: int
+    steps_grid: tuple[int, ...]
+    restarts: int
+    square_queries: int
+    cw_steps: int
+    cw_search_steps: int
+    surrogate_epochs: int
+
+
+_QUICK = _Settings(n=100, pgd_steps=10, steps_grid=(1, 5, 10, 20), restarts=3, square_queries=500, cw_steps=100,
+                   cw_search_steps=1, surrogate_epochs=5)
+_FULL = _Settings(n=450, pgd_steps=20, steps_grid=(1, 10, 20, 50, 100), restarts=5, square_queries=2000, cw_steps=200,
+                  cw_search_steps=3, surrogate_epochs=10)
+_LARGE_EPS = 0.5
+_SURROGATE_MODELS = {"digits": "digits-cnn", "mnist": "lenet5", "fashion-mnist": "lenet5", "cifar10": "keras-cifar-cnn",
+                     "cifar100": "keras-cifar-cnn", "svhn": "keras-cifar-cnn"}
+
+
+def default_eps_grid(eps: float, *, quick: bool = False) -> list[float]:
+    """The ε grid of the accuracy-vs-ε curve: multiples of the main ε plus a large ε (0.5).
+
+    Args:
+        eps: the main L∞ radius.
+        quick: the short grid ``0, ε/2, ε, 2ε, 0.5`` instead of ``0, ε/4, ε/2, ε, 2ε, 3ε, 0.5``.
+
+    Returns:
+        Strictly increasing radii in ``[0, 1]``.
+
+    Example:
+        >>> default_eps_grid(0.1, quick=True)
+        [0.0, 0.05, 0.1, 0.2, 0.5]
+    """
+    factors = (0, 0.5, 1, 2) if quick else (0, 0.25, 0.5, 1, 2, 3)
+    grid = {round(f * eps, 6) for f in factors} | {max(_LARGE_EPS, round(4 * eps, 6)) if eps < 0.25 else 1.0}
+    return sorted(v for v in grid if 0 <= v <= 1)
+
+
+def _check_eps_grid(eps_grid: object) -> list[float]:
+    if isinstance(eps_grid, (str, bytes)) or not isinstance(eps_grid, Sequence) or len(eps_grid) < 2:
+        raise ValueError(f"eps_grid: expected a sequence of at least 2 radii, got {eps_grid!r}")
+    values = []
+    for v in eps_grid:
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(float(v)):
+            raise ValueError(f"eps_grid: expected numbers, got {eps_grid!r}")
+        values.append(float(v))
+    if any(v < 0 or v > 1 for v in values):
+        raise ValueError(f"eps_grid: expected L-inf radii in [0, 1], got {values}")
+    if any(b <= a for a, b in zip(values, values[1:])):
+        raise ValueError(f"eps_grid: expected strictly increasing radii, got {values}")
+    return values
+
+
+def train_surrogate(
+    dataset: str, *, model: str | None = None, epochs: int = 5, seed: int = 1, train_limit: int | None = None,
+    data_dir: str | None = None, device: str = "cpu", progress: bool = False,
+) -> nn.Module:
+    """Train a small undefended (plain CE) surrogate for transfer attacks, in a temporary folder.
+
+    Args:
+        dataset: dataset name.
+        model: architecture (default: a small model of the dataset: ``digits-cnn``, ``lenet5``,
+            ``keras-cifar-cnn``).
+        epochs: training epochs.
+        seed: seed of the run (use one that differs from the audited model's).
+        train_limit: train on a stratified subset.
+        data_dir: dataset folder.
+        device: device.
+        progress: show tqdm bars.
+
+    Returns:
+        The trained network in eval mode.
+
+    Raises:
+        ValueError: no default architecture for the dataset and none given.
+
+    Example:
+        >>> net = train_surrogate("digits", epochs=1, train_limit=100)
+        >>> net.training
+        False
+    """
+    from ib_plugins.training import TrainConfig, Trainer
+
+    arch = model or _SURROGATE_MODELS.get(dataset)
+    if arch is None:
+        raise ValueError(f"model: no default surrogate architecture for dataset {dataset!r}; pass model=<name>")
+    cfg = TrainConfig(dataset=dataset, model=arch, method="ce", epochs=epochs, batch_size=50, seed=seed,
+                      train_limit=train_limit, data_dir=data_dir, device=device)
+    with tempfile.TemporaryDirectory(prefix="ib-audit-surrogate-") as tmp:
+        trainer = Trainer(cfg, out_dir=tmp, progress=progress)
+        trainer.fit()
+        return trainer.eval_model().eval()
+
+
+def _num_outputs(model: nn.Module, x: Tensor, dev: torch.device) -> int:
+    with torch.no_grad(), torch.random.fork_rng(devices=[dev.index or 0] if dev.type == "cuda" else []):
+        modes = [(m, m.training) for m in model.modules()]
+        try:
+            model.eval()
+            out = model(x[:2].to(dev))
+        finally:
+            for m, t in modes:
+                m.training = t
+    if not isinstance(out, Tensor) or out.dim() != 2:
+        raise TypeError(f"model: expected the forward to return logits [N, num_classes], got {type(out).__name__}")
+    return int(out.shape[1])
+
+
+def _max_diff(model: nn.Module, x: Tensor, dev: torch.device) -> float:
+    with torch.no_grad(), torch.random.fork_rng(devices=[dev.index or 0] if dev.type == "cuda" else []):
+        modes = [(m, m.training) for m in model.modules()]
+        try:
+            model.eval()
+            a, b = model(x.to(dev)), model(x.to(dev))
+        finally:
+            for m, t in modes:
+                m.training = t
+    return float((a - b).abs().max())
+
+
+class _Progress:
+    def __init__(self, total: int, enabled: bool) -> None:
+        self.bar = None
+        if enabled:
+            from ib_plugins._optional import is_available, require
+
+            if is_available("tqdm"):
+                self.bar = require("tqdm", purpose="ib_plugins.audit").tqdm(total=total, desc="audit", unit="attack")
+
+    @contextmanager
+    def stage(self, name: str) -> Iterator[None]:
+        if self.bar is not None:
+            self.bar.set_postfix_str(name)
+        logger.info("audit: %s", name)
+        yield
+        if self.bar is not None:
+            self.bar.update(1)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+def _plot_curve(xs: Sequence[float], accs: Sequence[float], path: Path, *, xlabel: str, title: str,
+                extra: Mapping[str, tuple[float, float]] | None = None) -> Path:
+    from ib_plugins._optional import require
+
+    require("matplotlib", purpose="ib_plugins.audit plots")
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(5, 3.5))
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot(1, 1, 1)
+    ax.plot(list(xs), [100 * a for a in accs], marker="o", label="PGD")
+    for label, (x, a) in (extra or {}).items():
+        ax.scatter([x], [100 * a], marker="x", s=60, label=label, zorder=3)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel("Robust accuracy (%)")
+    ax.set_ylim(-3, 103)
+    ax.set_title(title)
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, format="png", dpi=100)
+    return path
+
+
+def run_audit(
+    checkpoint_or_model: PathLike | nn.Module,
+    *,
+    out_dir: PathLike | None,
+    quick: bool = False,
+    eps_grid: Sequence[float] | None = None,
+    surrogate: PathLike | nn.Module | bool | None = None,
+    eps: float | None = None,
+    n: int | None = None,
+    x: Tensor | None = None,
+    y: Tensor | None = None,
+    dataset: str | None = None,
+    ib_config: Any = None,
+    entropic_config: Any = None,
+    surrogate_epochs: int | None = None,
+    eot_samples: int = 8,
+    tol: float = 0.03,
+    zero_tol: float = 0.05,
+    success_tol: float = 0.02,
+    seed: int = 0,
+    batch_size: int = 100,
+    data_dir: str | None = None,
+    device: str = "cpu",
+    overwrite: bool = False,
+    progress: bool = True,
+) -> AuditReport:
+    """Run every gradient-masking check on a checkpoint or a model and write the report folder.
+
+    Args:
+        checkpoint_or_model: a ``checkpoint.pt`` of :class:`~ib_plugins.training.Trainer` (its IB /
+            entropic configuration is read from the stored TrainConfig) or a model.
+        out_dir: the report folder (None: write nothing, only return the report).
+        quick: the CI setting (100 images, 10 PGD steps, short grids, 500 Square queries, a 5-epoch
+            surrogate); default: 450 images, 20 steps, longer grids, 2000 queries, 10 epochs.
+        eps_grid: radii of the accuracy-vs-ε curve, strictly increasing in ``[0, 1]``; None:
+            :func:`default_eps_grid` (its largest value, 0.5, serves the ``large-eps`` check).
+        surrogate: None: train a small CE surrogate on the dataset (skipped, with the reason, when
+            the dataset is unknown); a checkpoint path or a model: use it; ``False`` or ``"none"``:
+            skip the transfer check.
+        eps: the main L∞ radius; None: the dataset's IB-RAR budget (0.1 on digits, 0.03 on CIFAR).
+        n: test images (stratified subset; default 100 quick / 450 full).
+        x: test inputs in ``[0, 1]`` (instead of loading the dataset's test split).
+        y: test labels, with ``x``.
+        dataset: the dataset of a model (checkpoints know theirs).
+        ib_config: IB configuration of a model for ``pgd-ib`` (checkpoints and IBModels carry it).
+        entropic_config: entropic configuration of a model for ``pgd-entropic``.
+        surrogate_epochs: epochs of the trained surrogate (default 5 quick / 10 full).
+        eot_samples: forwards averaged when the eval forward is not deterministic.
+        tol: tolerance of the comparisons (absolute accuracy).
+        zero_tol: largest accuracy that counts as ≈ 0 at the largest ε.
+        success_tol: tolerated shortfall of the unbounded attack from 100 % success.
+        seed: seed of the data subset and of every attack.
+        batch_size: samples per attack batch.
+        data_dir: dataset folder.
+        device: ``"cpu"`` or a CUDA device.
+        overwrite: replace a report folder of a different audit.
+        progress: show a tqdm bar over the audit's attacks.
+
+    Returns:
+        The :class:`AuditReport` (also written as ``audit.json``/``audit.md``/``audit.html``).
+
+    Raises:
+        ValueError: a non-increasing or out-of-range ``eps_grid``; a surrogate with a different
+            number of classes; missing data (a model without ``x``/``y`` or ``dataset``); bad
+            tolerances.
+        CheckpointError: an unreadable checkpoint.
+        RunExistsError: ``out_dir`` holds a different audit and ``overwrite`` is False.
+
+    Example:
+        >>> import torch, torch.nn as nn
+        >>> _ = torch.manual_seed(0)
+        >>> net = nn.Sequential(nn.Flatten(), nn.Linear(16, 3))
+        >>> x, y = torch.rand(12, 1, 4, 4), torch.arange(12) % 3
+        >>> report = run_audit(net, out_dir=None, quick=True, x=x, y=y, eps=0.1, surrogate=False, progress=False)
+        >>> report["transfer"].status, report["adaptive"].status, report.verdict in ("pass", "warn")
+        ('skip', 'skip', True)
+    """
+    from ib_plugins import adaptive as adp
+    from ib_plugins.evaluation import AttackSpec, _check_int, _check_xy, default_budget, run_attack
+
+    t_start = time.perf_counter()
+    settings = _QUICK if quick else _FULL
+    tol, zero_tol, success_tol = _check_tol(tol), _check_tol(zero_tol, "zero_tol"), _check_tol(success_tol, "success_tol")
+    seed = _check_int(seed, "seed")
+    batch_size = _check_int(batch_size, "batch_size", minimum=2)
+    eot_samples = _check_int(eot_samples, "eot_samples", minimum=2)
+    if eps_grid is not None:
+        eps_grid = _check_eps_grid(eps_grid)
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError(f"device: {device!r} was requested but CUDA is not available on this machine")
+
+    # -- the target ----------------------------------------------------------------------------
+    train_cfg = None
+    ent_cfg = None
+    ib_cfg = None
+    if isinstance(checkpoint_or_model, nn.Module):
+        model = checkpoint_or_model
+        target_name = type(model).__name__
+        if ib_config is not None or adp._find_ibmodel(model) is not None:
+            ib_cfg = adp.resolve_ib_config(model, ib_config)
+        if entropic_config is not None:
+            ent_cfg = adp.resolve_entropic_config(model, entropic_config)
+    elif isinstance(checkpoint_or_model, (str, os.PathLike)):
+        target = adp.load_attack_target(checkpoint_or_model, map_location=device)
+        model, train_cfg = target.model, target.config
+        target_name = str(checkpoint_or_model)
+        dataset = dataset or train_cfg.dataset
+        data_dir = data_dir or train_cfg.data_dir
+        ib_cfg = adp.resolve_ib_config(model, ib_config) if ib_config is not None else target.ib_config
+        ent_cfg = adp.resolve_entropic_config(model, entropic_config) if entropic_config is not None else target.entropic_config
+    else:
+        raise TypeError(f"checkpoint_or_model: expected a checkpoint path or a torch.nn.Module, got "
+                        f"{type(checkpoint_or_model).__name__}")
+    dev = torch.device(device)
+
+    # -- the data ------------------------------------------------------------------------------
+    n_images = settings.n if n is None else _check_int(n, "n", minimum=2)
+    if x is not None or y is not None:
+        if x is None or y is None:
+            raise ValueError("x, y: expected both test inputs and labels, got only one")
+        x, y = _check_xy(x, y)
+        x, y = x[:n_images], y[:n_images]
+    elif dataset is not None:
+        from ib_plugins.data import load_dataset
+
+        ds = load_dataset(dataset, split="test", data_dir=data_dir, limit=n_images, seed=seed)
+        if hasattr(ds, "tensors"):
+            x, y = ds.tensors
+        else:
+            xs, ys = zip(*(ds[i] for i in range(len(ds))))
+            x, y = torch.stack(xs), torch.as_tensor(ys)
+        x, y = _check_xy(x, y)
+    else:
+        raise ValueError("x, y: expected test data (x=, y=) or dataset= for a model; a checkpoint knows its dataset")
+    if eps is None:
+        if dataset is None:
+            raise ValueError("eps: expected the main L-inf radius (or dataset= to use its budget), got None")
+        eps = default_budget(dataset, "ibrar").linf_eps
+    eps = float(eps)
+    if not 0 < eps <= 1:
+        raise ValueError(f"eps: expected an L-inf radius in (0, 1], got {eps!r}")
+    grid = eps_grid if eps_grid is not None else default_eps_grid(eps, quick=quick)
+    num_classes = _num_outputs(model, x, dev)
+    if int(y.max()) >= num_classes:
+        raise ValueError(f"y: expected class indices < {num_classes} (the model's outputs), got {int(y.max())}")
+
+    # -- surrogate -----------------------------------------------------------------------------
+    surrogate_model: nn.Module | None = None
+    surrogate_info: dict[str, Any] = {}
+    skip_transfer = "no surrogate"
+    if surrogate is False or (isinstance(surrogate, str) and surrogate.lower() == "none"):
+        skip_transfer = "transfer check disabled (surrogate=none)"
+    elif isinstance(surrogate, nn.Module):
+        surrogate_model, surrogate_info = surrogate, {"source": f"given {type(surrogate).__name__}"}
+    elif isinstance(surrogate, (str, os.PathLike)):
+        from ib_plugins.training import load_model_from_checkpoint
+
+        surrogate_model, s_cfg, _ = load_model_from_checkpoint(surrogate, map_location=device)
+        surrogate_info = {"source": f"checkpoint {surrogate} ({s_cfg.method} {s_cfg.model})"}
+    elif surrogate is None and dataset is None:
+        skip_transfer = "no surrogate given and no dataset to train one on"
+    elif surrogate is not None and surrogate is not True:
+        raise TypeError(f"surrogate: expected None, a checkpoint path, a model or False, got {type(surrogate).__name__}")
+    if surrogate_model is not None:
+        s_out = _num_outputs(surrogate_model, x, dev)
+        if s_out != num_classes:
+            raise ValueError(f"surrogate: expected a model with {num_classes} outputs (the audited model's classes), "
+                             f"got {s_out}")
+
+    config: dict[str, Any] = {
+        "kind": "audit", "target": target_name, "quick": bool(quick), "eps": eps, "eps_grid": list(grid),
+        "n": int(x.shape[0]), "seed": seed, "batch_size": batch_size, "tol": tol, "zero_tol": zero_tol,
+        "success_tol": success_tol, "eot_samples": eot_samples, "dataset": dataset,
+        "surrogate": surrogate_info.get("source") if surrogate_model is not None else (
+            "train" if surrogate is None and dataset is not None else "none"),
+        "settings": {k: (list(v) if isinstance(v, tuple) else v) for k, v in settings.__dict__.items()},
+        "train_config": train_cfg.to_dict() if train_cfg is not None else None,
+    }
+    out: Path | None = None
+    if out_dir is not None:
+        from ib_plugins.experiments import prepare_results_dir
+
+        out = Path(out_dir)
+        prepare_results_dir(out, config, overwrite=overwrite)
+
+    # -- determinism ---------------------------------------------------------------------------
+    probe_x = x[:batch_size]
+    deterministic = adp.is_deterministic(model, probe_x.to(dev), trials=3)
+    max_diff = 0.0 if deterministic else _max_diff(model, probe_x, dev)
+    k = 1 if deterministic else eot_samples
+    scored = model if deterministic else adp.EOTModel(model, eot_samples=eot_samples)
+    if not deterministic:
+        logger.warning("audit: the eval forward of %s is not deterministic; using EOT over %d forwards", target_name, k)
+
+    will_train = surrogate_model is None and surrogate is None and dataset is not None
+    n_stages = (len([e for e in grid if e > 0]) + (0 if eps in grid else 1) + 1
+                + len([s for s in settings.steps_grid if s != settings.pgd_steps]) + 1 + 3 + 1
+                + (1 if will_train else 0) + (1 if surrogate_model is not None or will_train else 0)
+                + (1 if ib_cfg else 0) + (2 if ent_cfg else 0) + 1)
+    bar = _Progress(n_stages, progress)
+    attacks: dict[str, dict[str, Any]] = {}
+
+    def predict(net: nn.Module, inputs: Tensor) -> Tensor:
+        return adp._predict(net, inputs, batch_size=batch_size, dev=dev, seed=seed)
+
+    clean_ok = predict(scored, x) == y
+
+    def score(key: str, threat: str, adv: Tensor, seconds: float, **extra: Any) -> dict[str, Any]:
+        adv_ok = predict(scored, adv) == y
+        n_correct = int(clean_ok.sum())
+        delta = (adv - x).flatten(1).float()
+        entry = {"threat": threat, "accuracy": float(adv_ok.float().mean()),
+                 "success_rate": float((clean_ok & ~adv_ok).sum()) / n_correct if n_correct else None,
+                 "n_robust": int(adv_ok.sum()), "seconds": round(seconds, 3),
+                 "max_linf": float(delta.abs().max()), "mean_l2": float(delta.norm(dim=1).mean()), **extra}
+        attacks[key] = entry
+        return entry
+
+    def pgd(key: str, e: float, *, steps: int | None = None, name: str = "pgd-ce", net: nn.Module | None = None,
+            **kw: Any) -> dict[str, Any]:
+        s = settings.pgd_steps if steps is None else steps
+        kw.setdefault("alpha", 2.5 * e / s)
+        t0 = time.perf_counter()
+        adv = adp.run_adaptive_attack(net if net is not None else model, name, x, y, eps=e, steps=s, seed=seed,
+                                      eot_samples=k if net is None else 1, batch_size=batch_size, device=device,
+                                      ib_config=ib_cfg, entropic_config=ent_cfg, **kw)
+        label = f"L-inf eps={e:g}, {s} steps" + (f", {kw['restarts']} restarts" if kw.get("restarts", 1) > 1 else "")
+        return score(key, label, adv, time.perf_counter() - t0, eps=e, steps=s, alpha=kw["alpha"])
+
+    numbers: dict[str, Any] = {"n": int(x.shape[0]), "eps": eps, "clean_accuracy": float(clean_ok.float().mean()),
+                               "deterministic": deterministic, "eot_samples": k, "num_classes": num_classes,
+                               "ib_config": ib_cfg.to_dict() if ib_cfg else None,
+                               "entropic_config": ent_cfg.to_dict() if ent_cfg else None}
+    try:
+        # accuracy vs eps (PGD)
+        eps_accs: list[float] = []
+        for e in grid:
+            if e == 0:
+                eps_accs.append(numbers["clean_accuracy"])
+                continue
+            with bar.stage(f"PGD eps={e:g}"):
+                eps_accs.append(pgd(f"pgd eps={e:g}", e)["accuracy"])
+        main = attacks.get(f"pgd eps={eps:g}")
+        if main is None:
+            with bar.stage(f"PGD eps={eps:g}"):
+                main = pgd(f"pgd eps={eps:g}", eps)
+        pgd_acc = main["accuracy"]
+        numbers["eps_curve"] = {"eps": list(grid), "accuracy": eps_accs}
+        numbers["pgd"] = dict(main)
+        # single step
+        with bar.stage("FGSM"):
+            fgsm = pgd("fgsm", eps, steps=1, alpha=eps, random_start=False)
+        # steps and restarts
+        steps_accs = []
+        for s in settings.steps_grid:
+            if s == settings.pgd_steps:
+                steps_accs.append(pgd_acc)
+                continue
+            with bar.stage(f"PGD {s} steps"):
+                steps_accs.append(pgd(f"pgd {s} steps", eps, steps=s)["accuracy"])
+        numbers["steps_curve"] = {"steps": list(settings.steps_grid), "accuracy": steps_accs}
+        with bar.stage(f"PGD {settings.restarts} restarts"):
+            restart = pgd(f"pgd {settings.restarts} restarts", eps, restarts=settings.restarts)
+        # unbounded
+        with bar.stage("PGD eps=1"):
+            unb = pgd("pgd eps=1 (unbounded)", 1.0)
+        with bar.stage("CW-L2 (corrected margin)"):
+            t0 = time.perf_counter()
+            adv = adp.run_adaptive_attack(model, "cw-l2", x, y, steps=settings.cw_steps, c=10.0, lr=0.05,
+                                          search_steps=settings.cw_search_steps, eot_samples=k, seed=seed,
+                                          batch_size=batch_size, device=device)
+            cw = score("cw-l2 (corrected)", f"L2 unbounded, c=10, {settings.cw_steps} steps x {settings.cw_search_steps} "
+                       "searches", adv, time.perf_counter() - t0)
+        with bar.stage("CW (torchattacks)"):
+            t0 = time.perf_counter()
+            spec = AttackSpec("cw", "l2", None, {"c": 10.0, "kappa": 0, "steps": settings.cw_steps, "lr": 0.05})
+            adv = run_attack(scored, spec, x, y, batch_size=batch_size, seed=seed, device=device, progress=False)
+            cw_ta = score("cw (torchattacks)", f"L2 unbounded, c=10, {settings.cw_steps} steps", adv, time.perf_counter() - t0)
+        numbers["cw_comparison"] = {"torchattacks_success": cw_ta["success_rate"], "corrected_success": cw["success_rate"]}
+        # black box
+        with bar.stage("Square"):
+            t0 = time.perf_counter()
+            spec = AttackSpec("square", "linf", eps, {"n_queries": settings.square_queries, "n_restarts": 1,
+                                                      "seed": seed}, attack="Square")
+            adv = run_attack(scored, spec, x, y, batch_size=batch_size, seed=seed, device=device, progress=False)
+            square = score("square", f"L-inf eps={eps:g}, {settings.square_queries} queries (black-box)", adv,
+                           time.perf_counter() - t0)
+        # transfer
+        transfer_acc = None
+        if will_train:
+            with bar.stage("train surrogate"):
+                t0 = time.perf_counter()
+                arch = train_cfg.model if train_cfg is not None else None
+                epochs = surrogate_epochs or settings.surrogate_epochs
+                surrogate_model = train_surrogate(dataset, model=arch, epochs=epochs, seed=seed + 1, data_dir=data_dir,
+                                                  device=device)
+                surrogate_info = {"source": f"trained: CE {arch or _SURROGATE_MODELS.get(dataset)}, {epochs} epochs, "
+                                  f"seed {seed + 1}", "train_seconds": round(time.perf_counter() - t0, 2)}
+                if _num_outputs(surrogate_model, x, dev) != num_classes:
+                    raise ValueError(f"surrogate: expected a model with {num_classes} outputs, got "
+                                     f"{_num_outputs(surrogate_model, x, dev)}")
+        if surrogate_model is not None:
+            with bar.stage("transfer"):
+                t0 = time.perf_counter()
+                adv = adp.run_adaptive_attack(surrogate_model, "pgd-ce", x, y, eps=eps, steps=settings.pgd_steps,
+                                              alpha=2.5 * eps / settings.pgd_steps, seed=seed, batch_size=batch_size,
+                                              device=device)
+                transfer = score("transfer", f"L-inf eps={eps:g}, PGD on the surrogate", adv, time.perf_counter() - t0)
+                transfer_acc = transfer["accuracy"]
+                surrogate_info["clean_accuracy"] = float((predict(surrogate_model, x) == y).float().mean())
+                surrogate_info["pgd_accuracy"] = float((predict(surrogate_model, adv) == y).float().mean())
+            numbers["surrogate"] = surrogate_info
+        # adaptive
+        adaptive_accs: dict[str, float] = {}
+        if ib_cfg is not None:
+            with bar.stage("pgd-ib"):
+                adaptive_accs["pgd-ib"] = pgd("pgd-ib", eps, name="pgd-ib")["accuracy"]
+        if ent_cfg is not None:
+            with bar.stage("pgd-entropic"):
+                adaptive_accs["pgd-entropic"] = pgd("pgd-entropic", eps, name="pgd-entropic")["accuracy"]
+            with bar.stage("pgd-entropic (+penalty)"):
+                adaptive_accs["pgd-entropic(+)"] = pgd("pgd-entropic(+)", eps, name="pgd-entropic",
+                                                       entropic_penalty="add")["accuracy"]
+        with bar.stage("PGD margin loss"):
+            margin = pgd("pgd-margin", eps, name="pgd-margin")
+    finally:
+        bar.close()
+
+    checks = [
+        check_determinism(deterministic, eot_samples=eot_samples, max_abs_diff=max_diff),
+        check_monotone_eps(grid, eps_accs, tol=tol),
+        check_large_eps(grid, eps_accs, zero_tol=zero_tol),
+        check_unbounded({"PGD eps=1": unb["success_rate"], "CW-L2": cw["success_rate"]}, success_tol=success_tol),
+        check_iterative(pgd_acc, fgsm["accuracy"], tol=tol),
+        check_steps_restarts(settings.steps_grid, steps_accs, restarts=settings.restarts,
+                             restart_accuracy=restart["accuracy"], single_accuracy=pgd_acc, tol=tol),
+        check_black_box(square["accuracy"], pgd_acc, tol=tol),
+        check_transfer(transfer_acc, pgd_acc, tol=tol, reason=skip_transfer),
+        check_adaptive(adaptive_accs, pgd_acc, tol=tol,
+                       reason="the model has no IB configuration (pgd-ib) or entropic configuration (pgd-entropic)"),
+        check_loss_functions(margin["accuracy"], pgd_acc, tol=tol),
+    ]
+    numbers["attacks"] = attacks
+    numbers["wall_time_s"] = round(time.perf_counter() - t_start, 2)
+    report = AuditReport(checks=checks, numbers=numbers, config=config, out_dir=out)
+    if out is not None:
+        from ib_plugins._optional import is_available
+        from ib_plugins.experiments import write_json
+
+        if is_available("matplotlib"):
+            extra = {f"FGSM eps={eps:g}": (eps, fgsm["accuracy"]), f"Square eps={eps:g}": (eps, square["accuracy"])}
+            if transfer_acc is not None:
+                extra[f"transfer eps={eps:g}"] = (eps, transfer_acc)
+            for key_, acc_ in adaptive_accs.items():
+                extra[f"{key_} eps={eps:g}"] = (eps, acc_)
+            report.files["accuracy_vs_eps"] = str(_plot_curve(grid, eps_accs, out / "accuracy_vs_eps.png", xlabel="eps (L-inf)",
+                                                              title="Robust accuracy vs eps", extra=extra))
+            report.files["accuracy_vs_steps"] = str(_plot_curve(
+                settings.steps_grid, steps_accs, out / "accuracy_vs_steps.png", xlabel="PGD steps",
+                title=f"Robust accuracy vs steps (eps={eps:g})",
+                extra={f"{settings.restarts} restarts": (settings.pgd_steps, restart["accuracy"])}))
+        write_json(out / "audit.json", report.to_dict())
+        (out / "audit.md").write_text(report.to_markdown())
+        (out / "audit.html").write_text(report.to_html())
+        report.files.update({"audit.json": str(out / "audit.json"), "audit.md": str(out / "audit.md"),
+                             "audit.html": str(out / "audit.html")})
+    logger.info("audit of %s: %s", target_name, report.summary())
+    return report
+
+
+# --------------------------------------------------------------------------------------------------
+# Command line
+# --------------------------------------------------------------------------------------------------
+
+
+def _floats(text: str) -> list[float]:
+    try:
+        return [float(t) for t in text.split(",") if t.strip()]
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from err
+
+
+def add_audit_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """Add the ``ib-plugins audit`` arguments to a (sub)parser; :func:`audit_command` runs them.
+
+    Args:
+        parser: e.g. ``sub.add_parser("audit", help=...)``.
+
+    Returns:
+        The same parser.
+
+    Example:
+        >>> p = add_audit_arguments(argparse.ArgumentParser())
+        >>> a = p.parse_args(["ckpt.pt", "--quick", "--eps-grid", "0,0.1,0.5"])
+        >>> a.checkpoint, a.quick, a.eps_grid, a.out
+        ('ckpt.pt', True, [0.0, 0.1, 0.5], None)
+    """
+    parser.add_argument("checkpoint", help="checkpoint.pt written by 'ib-plugins train' (or the demo)")
+    parser.add_argument("--quick", action="store_true", help="CI setting: 100 images, short grids, few steps (~1 min on 2 CPU cores)")
+    parser.add_argument("--out", default=None, help="report folder (default: <checkpoint folder>/audit or audit-quick)")
+    parser.add_argument("--eps", type=float, default=None, help="main L-inf radius (default: the dataset's IB-RAR budget)")
+    parser.add_argument("--eps-grid", type=_floats, default=None, help="radii of the accuracy-vs-eps curve, strictly increasing, e.g. 0,0.05,0.1,0.2,0.5")
+    parser.add_argument("--n", type=int, default=None, help="test images (default: 100 quick, 450 full)")
+    parser.add_argument("--surrogate", default=None, help="checkpoint of an undefended surrogate for the transfer check, or 'none' (default: train one)")
+    parser.add_argument("--surrogate-epochs", type=int, default=None, help="epochs of the trained surrogate (default: 5 quick, 10 full)")
+    parser.add_argument("--eot-samples", type=int, default=8, help="forwards averaged when the eval forward is stochastic")
+    parser.add_argument("--tol", type=float, default=0.03, help="tolerance of the comparisons (absolute accuracy, default 0.03)")
+    parser.add_argument("--zero-tol", type=float, default=0.05, help="accuracy counted as ~0 at the largest eps (default 0.05)")
+    parser.add_argument("--success-tol", type=float, default=0.02, help="tolerated shortfall of the unbounded attack from 100%% success")
+    parser.add_argument("--strict", action="store_true", help="exit with status 1 when any check warns")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--batch-size", type=int, default=100)
+    parser.add_argument("--data-dir", default=None)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--overwrite", action="store_true", help="replace a report folder of a different audit")
+    parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    return parser
+
+
+def audit_command(args: argparse.Namespace) -> int:
+    """Run ``ib-plugins audit`` from parsed :func:`add_audit_arguments` arguments and print the verdicts.
+
+    Args:
+        args: the parsed arguments.
+
+    Returns:
+        0, or 1 with ``--strict`` when a check warns. Bad input raises (ValueError,
+        CheckpointError...), which the CLI turns into exit status 2.
+
+    Example:
+        >>> args = add_audit_arguments(argparse.ArgumentParser()).parse_args(["/nonexistent.pt"])
+        >>> try:
+        ...     audit_command(args)
+        ... except ValueError as err:
+        ...     print(type(err).__name__)
+        CheckpointError
+    """
+    out = args.out or str(Path(args.checkpoint).parent / ("audit-quick" if args.quick else "audit"))
+    surrogate: Any = args.surrogate
+    if isinstance(surrogate, str) and surrogate.lower() == "none":
+        surrogate = False
+    report = run_audit(
+        args.checkpoint, out_dir=out, quick=args.quick, eps_grid=args.eps_grid, surrogate=surrogate, eps=args.eps,
+        n=args.n, surrogate_epochs=args.surrogate_epochs, eot_samples=args.eot_samples, tol=args.tol,
+        zero_tol=args.zero_tol, success_tol=args.success_tol, seed=args.seed, batch_size=args.batch_size,
+        data_dir=args.data_dir, device=args.device, overwrite=args.overwrite, progress=not args.no_progress,
+    )
+    print(report.summary())
+    for check in report.checks:
+        print(f"  {check.status.upper():<5} {check.title}: {check.message}")
+    print(f"Report: {Path(out) / 'audit.md'}, {Path(out) / 'audit.html'}, {Path(out) / 'audit.json'}")
+    return 1 if args.strict and report.warned else 0
