@@ -17,6 +17,14 @@ compatible attacks (see :func:`adaptive_spec`):
   :func:`ib_plugins.capture_activations` (``when="always"``) on the plain network; the objective
   is :func:`ib_plugins.ib_objective`. The HSIC terms couple the samples of a batch, so the attack is
   batch-dependent (batches of at least 2 samples; a last batch of 1 is merged into the previous).
+  **CE reduction.** With the batch-*mean* CE (the training loss; ``nn.CrossEntropyLoss``'s default,
+  so presumably ``pgd_mi``'s), the per-sample CE gradient is scaled by ``1/m`` while the HSIC
+  terms are batch statistics: near clean points, where the softmax saturates, the HSIC gradient is
+  ~60x larger on the digits IB-RAR model, the signed step follows it, and the attack ends up *weaker*
+  than plain PGD (73.8 % vs 70.0 % robust accuracy on 450 test images, ε = 0.1, 10 steps). The
+  default therefore *sums* the CE over the batch (``ce_reduction="sum"``: every sample keeps its own
+  CE gradient, the IB term is added on top; 69.6 % on the same model); ``ce_reduction="mean"`` gives
+  the ``pgd_mi`` weighting. :func:`ib_plugins.audit.run_audit` runs both.
 * ``pgd-entropic``: L∞ PGD through the entropic-retraining objective. **Direction** (a choice, the
   paper has no adaptive attack): by default the attacker maximises
   ``CE − λ·mean_b (E_T,b − σ·E_T_ref)²``: it raises the loss while keeping each adversarial point's
@@ -434,7 +442,7 @@ def resolve_ib_config(model: nn.Module, ib_config: Any = None) -> IBAttackConfig
         >>> try:
         ...     resolve_ib_config(nn.Linear(2, 2))
         ... except MissingAttackConfigError as err:
-        ...     print(str(err)[:59])
+        ...     print(str(err)[:58])
         pgd-ib needs the defended model's IB configuration (layers
     """
     from ib_plugins.layer_selection import expand_layer_spec, resolve_layers
@@ -783,7 +791,8 @@ def _logits(model: nn.Module, x: Tensor) -> Tensor:
 
 
 @contextlib.contextmanager
-def _ib_objective(model: nn.Module, cfg: IBAttackConfig) -> Iterator[Objective]:
+def _ib_objective(model: nn.Module, cfg: IBAttackConfig, *, penalty: str = "add",
+                  ce_reduction: str = "sum") -> Iterator[Objective]:
     from ib_plugins.activation_capture import capture_activations
     from ib_plugins.bottleneck import ib_objective, labels_to_targets
 
@@ -807,7 +816,8 @@ def _ib_objective(model: nn.Module, cfg: IBAttackConfig) -> Iterator[Objective]:
                 t_kernel=cfg.t_kernel, x_kernel=cfg.x_kernel, y_kernel=cfg.y_kernel,  # type: ignore[arg-type]
                 center=cfg.center, bandwidth=cfg.bandwidth,  # type: ignore[arg-type]
             )
-            return F.cross_entropy(logits, y) + terms.loss, logits
+            sign = 1.0 if penalty == "add" else -1.0
+            return F.cross_entropy(logits, y, reduction=ce_reduction) + sign * terms.loss, logits
 
         yield objective
 
@@ -824,7 +834,8 @@ def _entropic_objective(model: nn.Module, cfg: EntropicAttackConfig, *, penalty:
             hs = probe.collect(logits)
             et = entropy_flow(hs, mode=cfg.mode)  # type: ignore[arg-type]
             pen = (et - cfg.target_value()) ** 2
-            return F.cross_entropy(logits, y) + sign * cfg.lam * pen.mean(), logits
+            # per-sample terms: summing both keeps the training loss's CE : penalty ratio of every sample
+            return F.cross_entropy(logits, y, reduction="sum") + sign * cfg.lam * pen.sum(), logits
 
         yield objective
 
@@ -842,6 +853,7 @@ def _pgd(
     restarts: int,
     eot_samples: int,
     generator: torch.Generator,
+    any_iterate: bool = True,
 ) -> Tensor:
     """L∞ PGD with any-iterate success, restarts and gradient EOT (the model is in eval mode)."""
     x = x.detach()
@@ -875,9 +887,10 @@ def _pgd(
             x_adv = x.clone()
         for _ in range(steps):
             grad, logits = probe(x_adv, grad=True)
-            newly = (logits.argmax(1) != y) & ~fooled
-            best[newly] = x_adv[newly]
-            fooled |= newly
+            if any_iterate:
+                newly = (logits.argmax(1) != y) & ~fooled
+                best[newly] = x_adv[newly]
+                fooled |= newly
             assert grad is not None
             grad = torch.nan_to_num(grad, nan=0.0, posinf=0.0, neginf=0.0)
             x_adv = torch.min(torch.max(x_adv + alpha * grad.sign(), lo), hi).detach()
@@ -953,7 +966,8 @@ def _cw_l2(
 
 
 _RUN_KWARGS = frozenset(
-    {"steps", "alpha", "random_start", "restarts", "eot_samples", "entropic_penalty", "c", "kappa", "lr", "search_steps"}
+    {"steps", "alpha", "random_start", "restarts", "eot_samples", "entropic_penalty", "c", "kappa", "lr", "search_steps",
+     "any_iterate", "ib_penalty", "ce_reduction"}
 )
 
 
@@ -990,10 +1004,13 @@ def run_adaptive_attack(
     restarts: int = 1,
     eot_samples: int = 1,
     entropic_penalty: str = "subtract",
+    ib_penalty: str = "add",
+    ce_reduction: str = "sum",
     c: float = 1.0,
     kappa: float = 0.0,
     lr: float = 0.01,
     search_steps: int = 1,
+    any_iterate: bool = True,
     batch_size: int = 100,
     device: torch.device | str | None = None,
     progress: bool = False,
@@ -1018,10 +1035,15 @@ def run_adaptive_attack(
         eot_samples: forwards whose gradients (PGD) or logits (CW) are averaged per step (EOT).
         entropic_penalty: ``"subtract"`` (default: maximise ``CE − λ·penalty``) or ``"add"``
             (maximise ``CE + λ·penalty``).
+        ib_penalty: ``"add"`` (default: maximise ``CE + IB term``, as ``pgd_mi``) or ``"subtract"``.
+        ce_reduction: CE of ``pgd-ib`` summed over the batch (``"sum"``, default) or averaged
+            (``"mean"``, as in the training loss and ``nn.CrossEntropyLoss``). See the module notes.
         c: CW constant (initial constant with ``search_steps > 1``).
         kappa: CW confidence.
         lr: CW Adam learning rate.
         search_steps: CW binary-search steps over ``c`` (1 = fixed ``c``, like torchattacks).
+        any_iterate: PGD returns the first misclassified iterate of a sample (True) or the final
+            iterate of a run (False: maximal loss, better for transfer attacks).
         batch_size: samples per attack batch (``pgd-ib`` needs ≥ 2; a last batch of 1 is merged).
         device: where to run; None = the model's device. The model is never moved.
         progress: show a tqdm bar over batches.
@@ -1075,8 +1097,11 @@ def run_adaptive_attack(
         if eps > 1:
             raise ValueError(f"eps: expected an L-inf radius in [0, 1] for inputs in [0, 1], got {eps!r}")
         alpha = 2.5 * eps / steps if alpha is None else _check_float(alpha, "alpha")
-    if entropic_penalty not in ("subtract", "add"):
-        raise ValueError(f"entropic_penalty: expected 'subtract' or 'add', got {entropic_penalty!r}")
+    for arg, value in (("entropic_penalty", entropic_penalty), ("ib_penalty", ib_penalty)):
+        if value not in ("subtract", "add"):
+            raise ValueError(f"{arg}: expected 'subtract' or 'add', got {value!r}")
+    if ce_reduction not in ("mean", "sum"):
+        raise ValueError(f"ce_reduction: expected 'mean' or 'sum', got {ce_reduction!r}")
     ib_cfg = resolve_ib_config(model, ib_config) if key == "pgd-ib" else None
     ent_cfg = resolve_entropic_config(model, entropic_config) if key == "pgd-entropic" else None
     if key == "pgd-ib" and x.shape[0] < 2:
@@ -1092,7 +1117,7 @@ def run_adaptive_attack(
         generator = torch.Generator().manual_seed(seed)
         if key == "pgd-ib":
             assert ib_cfg is not None
-            objective = stack.enter_context(_ib_objective(model, ib_cfg))
+            objective = stack.enter_context(_ib_objective(model, ib_cfg, penalty=ib_penalty, ce_reduction=ce_reduction))
         elif key == "pgd-entropic":
             assert ent_cfg is not None
             objective = stack.enter_context(_entropic_objective(model, ent_cfg, penalty=entropic_penalty))
@@ -1111,7 +1136,7 @@ def run_adaptive_attack(
             else:
                 assert eps is not None and alpha is not None
                 adv = _pgd(model, objective, xb, yb, eps=eps, alpha=alpha, steps=steps, random_start=random_start,
-                           restarts=restarts, eot_samples=eot_samples, generator=generator)
+                           restarts=restarts, eot_samples=eot_samples, generator=generator, any_iterate=any_iterate)
             out.append(adv.detach().to(x.device, x.dtype))
     return torch.cat(out)
 

@@ -180,8 +180,16 @@ def _print_table(markdown: str) -> None:
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
+    import os
+
+    import torch
+
     from ib_plugins.experiments import DEMO_EPOCHS, run_demo
 
+    if "OMP_NUM_THREADS" not in os.environ and args.device == "cpu":
+        # The demo's 8x8 CNN is far too small to gain from intra-op threads, and on a busy machine
+        # spinning OpenMP threads slow it down many times over; OMP_NUM_THREADS overrides this.
+        torch.set_num_threads(1)
     t0 = time.perf_counter()
     print(f"ib-plugins demo: training CE and IB-RAR on scikit-learn digits, then attacking both; results in {args.out}/")
     metrics = run_demo(
@@ -266,6 +274,8 @@ def _cmd_leaderboard(args: argparse.Namespace) -> int:
     from ib_plugins.leaderboard import load_entries, render_leaderboard
 
     entries = load_entries(args.results)
+    if not entries:
+        raise FileNotFoundError(f"results: no model-info JSON files found in {', '.join(args.results)}")
     md_path, html_path = render_leaderboard(entries, args.out, title=args.title)
     print(Path(md_path).read_text().rstrip())
     print(f"\nWritten: {md_path}, {html_path}")

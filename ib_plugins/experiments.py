@@ -176,6 +176,17 @@ def evaluate_checkpoint(
         pgd_steps=pgd_steps, cw_steps=cw_steps, attacks=attacks,
     )
     budget_name = budget or ev.default_budget(train_cfg.dataset, suite).name
+    # Validate every option before anything is written.
+    if tendency is not None and tendency not in [s.name for s in specs]:
+        raise ValueError(f"tendency: expected one of the evaluated attacks ({', '.join(s.name for s in specs)}), got {tendency!r}")
+    if tsne_layer is not None:
+        from ib_plugins.layer_selection import resolve_layers
+
+        resolve_layers(model, [tsne_layer])
+    if steps_sweep is not None:
+        steps_sweep = list(steps_sweep)
+        if not steps_sweep or any(not isinstance(k, int) or k < 1 for k in steps_sweep):
+            raise ValueError(f"steps_sweep: expected positive integers, got {steps_sweep!r}")
     eval_config = {
         "kind": "evaluate",
         "checkpoint": str(Path(checkpoint).resolve()),
@@ -219,8 +230,6 @@ def evaluate_checkpoint(
         md += ["", "## Accuracy under random noise", "", "| norm | eps | accuracy (%) |", "|---|---|---|"]
         md += [f"| {k} | {v['eps']:.4g} | {100 * v['accuracy']:.2f} |" for k, v in noise_res.items()]
     if tendency is not None:
-        if tendency not in result.adversarial:
-            raise ValueError(f"tendency: expected one of the evaluated attacks ({', '.join(result.adversarial)}), got {tendency!r}")
         matrix = ev.misclassification_tendency(model, x, y, result.adversarial[tendency], num_classes=info.num_classes, device=device)
         metrics["tendency"] = {"attack": tendency, "counts": matrix.tolist()}
         md += ["", f"## Misclassification tendency under {tendency}", "", ev.tendency_markdown(matrix)]
@@ -302,8 +311,8 @@ def select_robust_layers(
     )
     config = {"kind": "select-layers", "base": base.to_dict(), "candidates": candidates, "tolerance": tolerance, "eval_n": eval_n}
     out = Path(out_dir)
-    prepare_results_dir(out, config, overwrite=overwrite)
     x, y = _test_tensors(dataset, data_dir=data_dir, n=eval_n, seed=seed)
+    prepare_results_dir(out, config, overwrite=overwrite)
     pgd = ev.build_suite("ibrar", dataset=dataset, num_classes=info.num_classes, attacks=["pgd"])
 
     def run(name: str, cfg: TrainConfig) -> dict[str, Any]:
@@ -336,6 +345,18 @@ def select_robust_layers(
     md += ["", f"Selected robust layers: {', '.join(selected) if selected else 'none'}"]
     (out / "results.md").write_text("\n".join(md) + "\n")
     return metrics
+
+
+def _demo_table(suite_results: dict[str, Any], aa_results: dict[str, Any]) -> str:
+    names = [a.name for a in next(iter(suite_results.values())).attacks]
+    header = ["Model", "Clean", *names] + ([f"AutoAttack (n={next(iter(aa_results.values()))['n']})"] if aa_results else [])
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for model, res in suite_results.items():
+        cells = [model, f"{100 * res.clean_accuracy:.2f}", *(f"{100 * a.accuracy:.2f}" for a in res.attacks)]
+        if aa_results:
+            cells.append(f"{100 * aa_results[model]['robust_accuracy']:.2f}")
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
 
 
 def run_demo(
@@ -378,35 +399,65 @@ def run_demo(
     }
     config = {"kind": "demo", "runs": {k: v.to_dict() for k, v in runs.items()}, "eval_n": eval_n, "autoattack_n": autoattack_n}
     out = Path(out_dir)
-    prepare_results_dir(out, config, overwrite=overwrite)
     x, y = _test_tensors("digits", data_dir=None, n=eval_n, seed=seed)
+    prepare_results_dir(out, config, overwrite=overwrite)
     specs = ev.build_suite("ibrar", dataset="digits", num_classes=10)
+    budget_info = ev.default_budget("digits", "ibrar")
     t0 = time.perf_counter()
     results: dict[str, Any] = {}
     suite_results = {}
-    models = {}
+    aa_results: dict[str, Any] = {}
+    entries = []
     for name, cfg in runs.items():
         trainer = Trainer(cfg, out_dir=out / name.lower(), resume="auto", overwrite=overwrite, progress=progress)
         final = trainer.fit()
         model = trainer.eval_model().eval()
-        models[name] = model
         suite_results[name] = ev.evaluate_suite(model, x, y, specs, seed=seed, device=device, progress=progress)
         results[name] = {"train": final, "suite": suite_results[name].to_dict()}
-    table = ev.compare_markdown(suite_results)
+        if autoattack_n > 0:
+            from ib_plugins.adapters.robustbench_eval import evaluate_for_leaderboard
+
+            n_aa = min(autoattack_n, int(x.shape[0]))
+            ib_config = None
+            if cfg.ib:
+                ib_config = {"layers": cfg.ib_layers, "alpha": cfg.alpha, "beta": cfg.beta, "y_kernel": cfg.y_kernel,
+                             "mask": cfg.mask, "mask_every": cfg.mask_every}
+            entry = evaluate_for_leaderboard(
+                model, x[:n_aa], y[:n_aa], dataset="digits", threat_model="Linf", eps=budget_info.linf_eps,
+                model_name=f"demo-{name.lower()}", batch_size=n_aa, seed=seed, out_dir=out, ib_config=ib_config,
+                metadata={"name": f"DigitsCNN {name} (ib-plugins demo)", "architecture": "DigitsCNN",
+                          "venue": "ib-plugins demo", "additional_data": False},
+                state_dir=out / "autoattack" / name.lower(), device=device, progress=progress,
+            )
+            entries.append(entry)
+            aa_results[name] = {"n": n_aa, "clean_accuracy": entry.clean_accuracy, "robust_accuracy": entry.robust_accuracy}
+            results[name]["autoattack"] = aa_results[name]
+    table = _demo_table(suite_results, aa_results)
     metrics: dict[str, Any] = {
         "models": results,
-        "budget": dataclasses.asdict(ev.default_budget("digits", "ibrar")),
+        "budget": dataclasses.asdict(budget_info),
         "n_eval": int(x.shape[0]),
     }
+    if entries:
+        from ib_plugins.leaderboard import render_leaderboard
+
+        md_path, html_path = render_leaderboard(entries, out, title="ib-plugins demo: digits, Linf")
+        metrics["leaderboard"] = {"markdown": str(md_path), "html": str(html_path)}
     metrics["wall_time_s"] = round(time.perf_counter() - t0, 2)
     write_json(out / "metrics.json", metrics)
+    aa_note = (
+        f" The AutoAttack column is standard AutoAttack (APGD-CE, APGD-T, FAB-T, Square) at ε = {budget_info.linf_eps} "
+        f"on the first {min(autoattack_n, int(x.shape[0]))} test images."
+        if aa_results else ""
+    )
     md = [
         "# ib-plugins demo: CE vs IB-RAR on scikit-learn digits (8x8)",
         "",
         f"Both networks: DigitsCNN, {epochs} epochs, batch 50, seed {seed}; IB-RAR = IB term on the robust layers "
         f"({', '.join(runs['IB-RAR'].ib_layers) if isinstance(runs['IB-RAR'].ib_layers, list) else runs['IB-RAR'].ib_layers}) "
         "+ channel mask (authors' code mode). Accuracy (%) on "
-        f"{x.shape[0]} test images.",
+        f"{x.shape[0]} test images under the IB-RAR attack suite at the digits budget "
+        f"(L∞ ε = {budget_info.linf_eps}; CW is unbounded L2).{aa_note}",
         "",
         table,
     ]

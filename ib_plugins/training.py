@@ -145,7 +145,7 @@ class TrainConfig:
         vib_beta: VIB β.
         init_checkpoint: checkpoint to start from (required by ``entropic``).
         entropic_lambda: λ of entropic retraining.
-        entropic_sigma: σ of entropic retraining.
+        entropic_sigma: σ of entropic retraining (None: 1.65, or 1.01 on CIFAR-like data, as the paper).
         augment: random crop + flip (None = the dataset's default).
         seed: seed of the run (data order, augmentation, attack random starts, dropout).
         device: ``"cpu"``, ``"cuda"``, ``"cuda:1"``...
@@ -197,7 +197,7 @@ class TrainConfig:
     vib_beta: float = 1e-3
     init_checkpoint: str | None = None
     entropic_lambda: float = 1.0
-    entropic_sigma: float = 1.65
+    entropic_sigma: float | None = None
     augment: bool | None = None
     seed: int = 0
     device: str = "cpu"
@@ -367,8 +367,16 @@ def resolve_config(config: TrainConfig) -> TrainConfig:
         c.hbar_lambda_y = 0.005 if c.hbar_adv else 0.05
     if c.augment is None:
         c.augment = c.dataset not in _SMALL_IMAGE_DATASETS
-    if c.method == "entropic" and c.dataset in ("cifar10", "cifar100", "svhn", "tiny-imagenet") and config.entropic_sigma == 1.65:
-        c.entropic_sigma = 1.01  # the paper's CIFAR setting (Table II)
+    if c.entropic_sigma is None:
+        c.entropic_sigma = 1.01 if c.dataset in ("cifar10", "cifar100", "svhn", "tiny-imagenet") else 1.65  # Table II
+    for name in ("pgd_alpha", "trades_beta", "mart_beta", "hbar_lambda_x", "hbar_lambda_y"):
+        value = getattr(c, name)
+        if isinstance(value, bool) or not (isinstance(value, (int, float)) and value >= 0 and math.isfinite(value)):
+            raise ValueError(f"{name}: expected a finite number >= 0, got {value!r}")
+    if isinstance(c.entropic_sigma, bool) or not (
+        isinstance(c.entropic_sigma, (int, float)) and c.entropic_sigma > 0 and math.isfinite(c.entropic_sigma)
+    ):
+        raise ValueError(f"entropic_sigma: expected a finite number > 0, got {c.entropic_sigma!r}")
     return c
 
 
@@ -883,7 +891,8 @@ class Trainer:
     """Train one configuration, writing a results folder and a checkpoint every epoch.
 
     The folder holds ``config.json`` (the resolved config), ``checkpoint.pt`` (latest epoch),
-    ``history.json`` (per-epoch metrics), ``metrics.json`` (final metrics) and ``summary.md``.
+    ``history.json`` (per-epoch metrics), ``metrics.json`` (final metrics), ``results.md`` (a
+    markdown table of the final metrics) and ``training_curves.png``.
 
     Args:
         config: the run's configuration (resolved on construction).
@@ -1102,6 +1111,11 @@ class Trainer:
 
     def _restore(self, ckpt: dict[str, Any]) -> int:
         stored = TrainConfig.from_dict(ckpt["config"])
+        if int(ckpt["epoch"]) > self.config.epochs:
+            raise RunExistsError(
+                f"resume: the checkpoint in {self.out_dir} is at epoch {ckpt['epoch']}, beyond epochs={self.config.epochs}; "
+                "pass at least that many epochs"
+            )
         if stored.run_identity() != self.config.run_identity():
             diff = sorted(k for k, v in stored.run_identity().items() if self.config.run_identity().get(k) != v)
             raise RunExistsError(f"resume: the checkpoint in {self.out_dir} is a different run (differs in: {', '.join(diff)})")
@@ -1206,7 +1220,7 @@ class Trainer:
             final["world_size"] = self.world
         if lead:
             _write_json(self.out_dir / "metrics.json", final)
-            (self.out_dir / "summary.md").write_text(self.summary_markdown(final))
+            (self.out_dir / "results.md").write_text(self.summary_markdown(final))
             self._plot()
         return final
 

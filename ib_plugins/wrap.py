@@ -171,11 +171,16 @@ class IBModel(nn.Module):
             True
         """
         capture = self._capture
-        if capture is None or not (self.training and torch.is_grad_enabled() and self._recording):
-            return self.model(*args, **kwargs)
+        training = self.training and torch.is_grad_enabled()
         x = args[0] if args else next(iter(kwargs.values()), None)
-        if not isinstance(x, Tensor):
-            return self.model(*args, **kwargs)
+        if capture is None or not (training and self._recording) or not isinstance(x, Tensor):
+            if self.mask is None or not training or not isinstance(x, Tensor):
+                return self.model(*args, **kwargs)
+            self.mask.set_input(x)  # a paused recording still masks (code mode needs the input)
+            try:
+                return self.model(*args, **kwargs)
+            finally:
+                self.mask.set_input(None)
         capture.reset()
         capture.enabled = True
         if self.mask is not None:

@@ -17,6 +17,7 @@ from ib_plugins.adapters import autoattack_eval as aae  # noqa: E402
 from ib_plugins.adapters.autoattack_eval import AutoAttackCompat, run_autoattack  # noqa: E402
 
 FAST = {"apgd": {"n_iter": 10}}
+FAST_KW = {"version": "custom", "attacks": ["apgd-ce"], "attack_options": FAST, "progress": False}
 
 
 @pytest.fixture(autouse=True)
@@ -75,7 +76,9 @@ def test_matches_direct_pyautoattack_custom_multi_chunk():
     assert res.attacks == ("apgd-ce",) and res.backend == "pyautoattack"
 
 
+@pytest.mark.slow
 def test_matches_direct_pyautoattack_standard():
+    """Standard AutoAttack (all four attacks) twice on 4 examples: ~12 s of CPU."""
     model, x, y = _data(4, seed=1)
     res = run_autoattack(model, x, y, eps=4 / 255, batch_size=4, seed=0, progress=False)
     by_forward, by_labels = _direct(model, x, y, batch_size=4, version="standard", n_iter=None, eps=4 / 255)
@@ -285,3 +288,30 @@ def test_no_sys_modules_writes():
     model, x, y = _data(2)
     run_autoattack(model, x, y, version="custom", attacks=["apgd-ce"], attack_options=FAST, progress=False)
     assert "autoattack" not in sys.modules or "autoattack" in before
+
+
+def test_checks_are_reported_and_dynamic_counters_do_not_leak():
+    import pyautoattack.checks as checks
+
+    model, x, y = _data(4)
+    saved = dict(checks.funcs)
+    checks.funcs["grad"] = 5  # as left behind by an earlier "dynamic" model in the same process
+    try:
+        clean = run_autoattack(model, x, y, **FAST_KW)
+        assert clean.checks == ()
+        assert checks.funcs["grad"] == 5  # put back as found
+
+        class Noisy(nn.Module):  # a randomised defence: AutoAttack's check_randomized flags it
+            def __init__(self, inner):
+                super().__init__()
+                self.inner = inner
+
+            def forward(self, inp):
+                return self.inner(inp) + torch.randn(inp.shape[0], 10)
+
+        flagged = run_autoattack(Noisy(model), x, y, **FAST_KW)
+        assert any("randomized defense" in msg for msg in flagged.checks)
+    finally:
+        checks.funcs.clear()
+        checks.funcs.update(saved)
+

@@ -271,3 +271,23 @@ def test_robustbench_not_installed(monkeypatch):
         with robustbench_compat():
             pytest.fail("the block must not run")
     assert "autoattack" not in sys.modules or rbe._upstream_autoattack() is not None
+
+
+def test_autoattack_flags_mark_the_entry_unreliable():
+    model, x, y = _wrapped(n=4)
+
+    class Noisy(nn.Module):  # randomised at eval time: AutoAttack's check_randomized flags it
+        def __init__(self, inner):
+            super().__init__()
+            self.inner = inner
+
+        def forward(self, inp):
+            return self.inner(inp) + torch.randn(inp.shape[0], 10)
+
+    flagged = evaluate_for_leaderboard(Noisy(model), x, y, dataset="cifar10", eps=0.03, model_name="n", **FAST)
+    assert flagged.unreliable is True
+    assert any("randomized" in msg for msg in flagged.ib_plugins["autoattack"]["checks"])
+    overridden = evaluate_for_leaderboard(Noisy(model), x, y, dataset="cifar10", eps=0.03, model_name="n",
+                                          metadata={"unreliable": False}, **FAST)
+    assert overridden.unreliable is False
+    assert flagged.ib_plugins["ib_config"] == model.ib_config()  # found inside the wrapper

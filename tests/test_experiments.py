@@ -27,7 +27,9 @@ from ib_plugins.training import (
 )
 
 FASHION_DIR = Path("/usr/share/datasets/fashion-mnist")
-FASHION_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
+FASHION_FILES = (
+    "train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"
+)
 
 
 def _snapshot(folder: Path) -> dict[str, bytes]:
@@ -144,7 +146,9 @@ def test_checkpoint_of_another_model_is_refused(digits_run, tmp_path, occupied):
         evaluate_checkpoint(digits_run, out_dir=occupied, expect_model="lenet5", attacks=["fgsm"], n=20, progress=False)
     assert _snapshot(occupied) == before
     with pytest.raises(CheckpointError):
-        evaluate_checkpoint(digits_run, out_dir=tmp_path / "new", expect_model="lenet5", attacks=["fgsm"], progress=False)
+        evaluate_checkpoint(
+            digits_run, out_dir=tmp_path / "new", expect_model="lenet5", attacks=["fgsm"], progress=False
+        )
     assert not (tmp_path / "new").exists()
 
 
@@ -200,7 +204,9 @@ def test_unknown_attack_is_refused_before_writing(digits_run, tmp_path):
 def test_bad_tendency_attack_is_refused_before_writing(digits_run, tmp_path):
     """The tendency attack must be one of the evaluated ones; the check must come before any write."""
     with pytest.raises(ValueError, match="tendency: expected one of the evaluated attacks"):
-        evaluate_checkpoint(digits_run, out_dir=tmp_path / "new", attacks=["fgsm"], n=20, tendency="pgd", progress=False)
+        evaluate_checkpoint(
+            digits_run, out_dir=tmp_path / "new", attacks=["fgsm"], n=20, tendency="pgd", progress=False
+        )
     assert not (tmp_path / "new").exists()
 
 
@@ -208,7 +214,9 @@ def test_unknown_tsne_layer_is_refused_before_writing(digits_run, tmp_path):
     from ib_plugins import UnknownLayerError
 
     with pytest.raises(UnknownLayerError, match="nope"):
-        evaluate_checkpoint(digits_run, out_dir=tmp_path / "new", attacks=["fgsm"], n=20, tsne_layer="nope", progress=False)
+        evaluate_checkpoint(
+            digits_run, out_dir=tmp_path / "new", attacks=["fgsm"], n=20, tsne_layer="nope", progress=False
+        )
     assert not (tmp_path / "new").exists()
 
 
@@ -275,7 +283,6 @@ def _fashion_available() -> bool:
     return all((FASHION_DIR / f).is_file() or (FASHION_DIR / f"{f}.gz").is_file() for f in FASHION_FILES)
 
 
-@pytest.mark.slow
 @pytest.mark.skipif(
     not _fashion_available(),
     reason=f"Fashion-MNIST IDX files are not in {FASHION_DIR} (apt-get install dataset-fashion-mnist)",
@@ -294,7 +301,8 @@ def test_fashion_mnist_one_epoch_train_and_evaluate(tmp_path, capsys):
     train = json.loads((out / "metrics.json").read_text())
     assert train["epochs"] == 1 and 0.0 <= train["test_acc"] <= 1.0 and math.isfinite(train["train_loss"])
     config = json.loads((out / "config.json").read_text())
-    assert (config["dataset"], config["model"], config["train_limit"], config["test_limit"]) == ("fashion-mnist", "lenet5", 2000, 500)
+    subset = (config["dataset"], config["model"], config["train_limit"], config["test_limit"])
+    assert subset == ("fashion-mnist", "lenet5", 2000, 500)
 
     metrics = evaluate_checkpoint(out / "checkpoint.pt", attacks=["pgd", "fgsm"], n=200, progress=False)
     suite = metrics["suite"]

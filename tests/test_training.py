@@ -101,7 +101,8 @@ def _official_mart(logits_clean: torch.Tensor, logits_adv: torch.Tensor, y: torc
 
 
 def _close(a: torch.Tensor | float, b: torch.Tensor | float, *, rtol: float = RTOL, atol: float = ATOL) -> bool:
-    return math.isclose(float(torch.as_tensor(a).detach()), float(torch.as_tensor(b).detach()), rel_tol=rtol, abs_tol=atol)
+    fa, fb = float(torch.as_tensor(a).detach()), float(torch.as_tensor(b).detach())
+    return math.isclose(fa, fb, rel_tol=rtol, abs_tol=atol)
 
 
 def _tiny(**overrides: object) -> TrainConfig:
@@ -271,8 +272,12 @@ def test_trades_standard_is_ce_clean_plus_six_kl_with_kl_pgd(digits_batch):
     out = batch_loss(cfg, model.train(), x, y, attack=must_not_be_called)
     base.load_state_dict(state)  # undo the BatchNorm running-statistics update of the training forwards
     torch.manual_seed(123)
-    x_adv = _kl_pgd_reference(base, x, eps=cfg.eps, alpha=cfg.pgd_alpha, steps=cfg.pgd_steps)
+    x_adv = kl_pgd(base, x, eps=cfg.eps, alpha=cfg.pgd_alpha, steps=cfg.pgd_steps)  # replay the batch's attack
+    torch.manual_seed(123)
+    x_ref = _kl_pgd_reference(base, x, eps=cfg.eps, alpha=cfg.pgd_alpha, steps=cfg.pgd_steps)
     assert float((x_adv - x).abs().max()) <= cfg.eps + 1e-6
+    # kl_pgd is the official attack (sign() of gradient entries that are zero up to rounding may differ).
+    assert float((x_adv == x_ref).float().mean()) >= 0.99
     logits_c, _ = _forward(base, x, ROBUST)
     logits_a, _ = _forward(base, x_adv, ROBUST)
     expected = F.cross_entropy(logits_c, y) + 6.0 * _kl_batchmean(logits_c, logits_a)
@@ -342,6 +347,39 @@ def test_hbar_is_ce_plus_hsic_terms_on_all_layers_with_linear_y(digits_batch):
     ib, hx, hy = _ib(acts, x, y, alpha=0.006, beta=0.05, y_kernel="linear")
     assert _close(out.parts["hx"], hx) and _close(out.parts["hy"], hy)
     assert _close(out.loss, F.cross_entropy(logits, y) + ib)
+
+
+def test_hbar_with_pgd_takes_hsic_from_an_extra_clean_pass(digits_batch):
+    """Spec §3: ``out = model(PGD(x, y)); Z = hooks(model(x))`` (extra clean pass), X clean."""
+    x, y = digits_batch
+    cfg = resolve_config(TrainConfig(method="hbar", hbar_adv=True, hbar_lambda_x=ALPHA, hbar_lambda_y=BETA))
+    model, base = build_model(cfg)
+    out = batch_loss(cfg, model.train(), x, y, attack=_attack)
+    all_layers = list(get_preset("digits-cnn").layers)
+    logits_adv, _ = _forward(base, _attack(x, y), all_layers)
+    _, acts_clean = _forward(base, x, all_layers)
+    ib, hx, hy = _ib(acts_clean, x, y, alpha=ALPHA, beta=BETA, y_kernel="linear")
+    assert torch.allclose(out.logits, logits_adv, atol=1e-6)
+    assert _close(out.parts["hx"], hx) and _close(out.parts["hy"], hy)
+    assert _close(out.loss, F.cross_entropy(logits_adv, y) + ib)
+    assert model.num_records == 0
+
+
+def test_hbar_mixup_mixes_inputs_but_not_the_hsic_labels(digits_batch):
+    """Spec §3 hidden quirk: CE on mixed targets; HSIC with the mixed inputs and the unmixed labels."""
+    from ib_plugins.baselines import mixup
+
+    x, y = digits_batch
+    cfg = resolve_config(TrainConfig(method="hbar", mixup_alpha=0.3, hbar_lambda_x=ALPHA, hbar_lambda_y=BETA))
+    model, base = build_model(cfg)
+    out = batch_loss(cfg, model.train(), x, y, extra={"mixup_generator": torch.Generator().manual_seed(5)})
+    x_mix, y_a, y_b, lam = mixup(x, y, alpha=0.3, generator=torch.Generator().manual_seed(5))
+    all_layers = list(get_preset("digits-cnn").layers)
+    logits, acts = _forward(base, x_mix, all_layers)
+    ce = lam * F.cross_entropy(logits, y_a) + (1 - lam) * F.cross_entropy(logits, y_b)
+    ib, _, _ = _ib(acts, x_mix, y, alpha=ALPHA, beta=BETA, y_kernel="linear")
+    assert _close(out.parts["task"], ce)
+    assert _close(out.loss, ce + ib)
 
 
 def test_vib_is_ce_plus_beta_kl_with_one_reparameterised_sample(digits_batch):
@@ -479,7 +517,9 @@ def test_baseline_presets():
     assert (hbar_adv.hbar_lambda_x, hbar_adv.hbar_lambda_y, hbar_adv.momentum) == (0.0005, 0.005, 0.0)
     vib = resolve_config(TrainConfig(method="vib"))
     assert (vib.vib_beta, vib.vib_k, vib.optimizer, vib.momentum) == (1e-3, 256, "sgd", 0.9)
-    ent = resolve_config(TrainConfig(method="entropic", dataset="cifar10", model="keras-cifar-cnn", init_checkpoint="x.pt"))
+    ent = resolve_config(
+        TrainConfig(method="entropic", dataset="cifar10", model="keras-cifar-cnn", init_checkpoint="x.pt")
+    )
     assert (ent.optimizer, ent.entropic_sigma, ent.entropic_lambda) == ("adam", 1.01, 1.0)
 
 
@@ -490,7 +530,18 @@ def test_resolve_keeps_explicit_values_is_idempotent_and_does_not_mutate():
     assert (c.weight_decay, c.momentum, c.y_kernel, c.eps, c.pgd_alpha) == (0.5, 0.3, "gaussian", 0.2, 0.05)
     assert cfg.to_dict() == before
     assert resolve_config(c) == c
-    assert all(v is not None for k, v in c.to_dict().items() if k not in ("init_checkpoint", "data_dir", "mask", "train_limit", "test_limit"))
+    optional = ("init_checkpoint", "data_dir", "mask", "train_limit", "test_limit")
+    assert all(v is not None for k, v in c.to_dict().items() if k not in optional)
+
+
+def test_explicit_entropic_sigma_is_kept_on_cifar():
+    """An explicitly requested σ must survive resolution like every other explicit value."""
+    c = resolve_config(
+        TrainConfig(
+            method="entropic", dataset="cifar10", model="keras-cifar-cnn", init_checkpoint="x.pt", entropic_sigma=1.65
+        )
+    )
+    assert c.entropic_sigma == 1.65
 
 
 def test_config_round_trip_and_run_identity():
@@ -523,7 +574,8 @@ def test_config_round_trip_and_run_identity():
 )
 def test_unknown_names_list_the_valid_ones(tmp_path, field, valid):
     cfg = TrainConfig(**{field: "nope"})
-    with pytest.raises(ValueError, match=re.escape(f"{field}: expected one of ") + ".*" + re.escape(valid) + ".*got 'nope'"):
+    pattern = re.escape(f"{field}: expected one of ") + ".*" + re.escape(valid) + ".*got 'nope'"
+    with pytest.raises(ValueError, match=pattern):
         resolve_config(cfg)
     with pytest.raises(ValueError, match=f"{field}: expected one of"):
         Trainer(cfg, out_dir=tmp_path / "run")
@@ -555,10 +607,25 @@ def test_out_of_range_values_are_refused(overrides, message):
         resolve_config(TrainConfig(**overrides))  # type: ignore[arg-type]
 
 
-def test_layers_missing_from_the_model_raise_unknown_layer_error(tmp_path):
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [("pgd_alpha", -0.01), ("trades_beta", -1.0), ("mart_beta", float("nan")), ("hbar_lambda_x", -0.1),
+     ("hbar_lambda_y", float("inf")), ("entropic_sigma", 0.0), ("gamma", -0.5)],
+)
+def test_negative_or_non_finite_weights_are_refused(field, value):
+    """Every numeric hyperparameter is validated when the config is resolved (conventions: validate early)."""
+    methods = {"trades_beta": "trades", "mart_beta": "mart", "hbar_lambda_x": "hbar", "hbar_lambda_y": "hbar"}
+    method = methods.get(field, "pgd-at")
+    extra = {"method": "entropic", "init_checkpoint": "x.pt"} if field == "entropic_sigma" else {"method": method}
+    with pytest.raises(ValueError, match=f"{field}: expected a finite number"):
+        resolve_config(TrainConfig(**extra, **{field: value}))  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(("ib_layers", "missing"), [(["nope"], "nope"), ("vgg16:robust", "block5")])
+def test_layers_missing_from_the_model_raise_unknown_layer_error(tmp_path, ib_layers, missing):
     out = tmp_path / "run"
-    trainer = Trainer(_tiny(ib=True, ib_layers=["nope"]), out_dir=out, progress=False)
-    with pytest.raises(UnknownLayerError, match="nope"):
+    trainer = Trainer(_tiny(ib=True, ib_layers=ib_layers), out_dir=out, progress=False)
+    with pytest.raises(UnknownLayerError, match=missing):
         trainer.fit()
     assert not out.exists()  # nothing half-written
 
@@ -574,7 +641,8 @@ def test_missing_dataset_files_offline(tmp_path):
     empty = tmp_path / "empty-data"
     empty.mkdir()
     out = tmp_path / "run"
-    trainer = Trainer(_tiny(dataset="cifar10", model="keras-cifar-cnn", data_dir=str(empty)), out_dir=out, progress=False)
+    cfg = _tiny(dataset="cifar10", model="keras-cifar-cnn", data_dir=str(empty))
+    trainer = Trainer(cfg, out_dir=out, progress=False)
     with pytest.raises(FileNotFoundError, match=re.escape(str(empty))):
         trainer.fit()
     assert not out.exists()
@@ -600,7 +668,7 @@ def finished_run(tmp_path_factory) -> tuple[TrainConfig, Path, dict]:
 def test_results_folder_contents(finished_run):
     cfg, out, final = finished_run
     names = {p.name for p in out.iterdir()}
-    assert {"config.json", "checkpoint.pt", "history.json", "metrics.json", "summary.md"} <= names
+    assert {"config.json", "checkpoint.pt", "history.json", "metrics.json", "results.md"} <= names
     assert any(n.endswith(".png") for n in names)
     assert not any(n.endswith(".tmp") for n in names)
     written = json.loads((out / "config.json").read_text())
@@ -713,14 +781,15 @@ def test_resume_auto_reuses_a_finished_run(tmp_path, finished_run):
         (run / name).write_bytes((out / name).read_bytes())
     os.utime(run / "checkpoint.pt", ns=(1_000_000_000, 1_000_000_000))
     epochs_trained = []
-    again = Trainer(cfg, out_dir=run, resume="auto", progress=False, callbacks=[lambda t, e, m: epochs_trained.append(e)])
+    count = [lambda t, e, m: epochs_trained.append(e)]
+    again = Trainer(cfg, out_dir=run, resume="auto", progress=False, callbacks=count)
     result = again.fit()
     assert epochs_trained == []  # nothing retrained
     assert (run / "checkpoint.pt").stat().st_mtime_ns == 1_000_000_000
     assert torch.load(run / "checkpoint.pt", weights_only=True)["epoch"] == 1
     assert result["epochs"] == 1 and result["test_acc"] == final["test_acc"]
     # An empty folder with resume="auto" simply trains.
-    fresh = Trainer(cfg, out_dir=tmp_path / "fresh", resume="auto", progress=False, callbacks=[lambda t, e, m: epochs_trained.append(e)])
+    fresh = Trainer(cfg, out_dir=tmp_path / "fresh", resume="auto", progress=False, callbacks=count)
     fresh.fit()
     assert epochs_trained == [1]
 

@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import importlib
 import inspect
 import json
 import logging
@@ -115,6 +116,7 @@ class AutoAttackResult:
         chunks_reused: chunks read back from ``state_dir``.
         checks: AutoAttack's warnings (randomised/dynamic defence, probabilities as outputs...),
             de-duplicated.
+        attack_options: the sub-attack settings that were applied (``attack_options`` argument).
 
     Example:
         >>> r = AutoAttackResult(0.5, 0.25, torch.tensor([True, False, False, False]),
@@ -139,6 +141,7 @@ class AutoAttackResult:
     chunks_run: int = 0
     chunks_reused: int = 0
     checks: tuple[str, ...] = ()
+    attack_options: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-serialisable description (flags as lists of bools).
@@ -151,7 +154,7 @@ class AutoAttackResult:
             >>> r = AutoAttackResult(1.0, 1.0, torch.ones(1, dtype=torch.bool), torch.ones(1, dtype=torch.bool),
             ...                      1, 0.1, "L2", "custom", 3, ("apgd-ce",))
             >>> sorted(json.loads(json.dumps(r.to_dict())))[:4]
-            ['attacks', 'backend', 'batch_size', 'checks']
+            ['attack_options', 'attacks', 'backend', 'batch_size']
         """
         return {
             "clean_accuracy": self.clean_accuracy,
@@ -168,6 +171,7 @@ class AutoAttackResult:
             "chunks_run": self.chunks_run,
             "chunks_reused": self.chunks_reused,
             "checks": list(self.checks),
+            "attack_options": {k: dict(v) for k, v in self.attack_options.items()},
             "robust_flags": [bool(v) for v in self.robust_flags.tolist()],
             "clean_flags": [bool(v) for v in self.clean_flags.tolist()],
         }
@@ -546,6 +550,31 @@ def _collect_checks() -> Iterator[_CheckCollector]:
         aa_logger.removeHandler(handler)
 
 
+@contextlib.contextmanager
+def _fresh_dynamic_check(backend_module: ModuleType) -> Iterator[None]:
+    """Zero AutoAttack's ``check_dynamic`` call counters for one run, then put the old values back.
+
+    The counters (``checks.funcs``) are module-global and never reset, so one flagged model would
+    make every later model of the process look "dynamic" (pitfall 18).
+    """
+    try:
+        checks = importlib.import_module(f"{backend_module.__name__}.checks")
+    except ImportError:
+        checks = None
+    counters = getattr(checks, "funcs", None)
+    if not isinstance(counters, dict):
+        yield
+        return
+    saved = dict(counters)
+    for key in counters:
+        counters[key] = 0
+    try:
+        yield
+    finally:
+        counters.clear()
+        counters.update(saved)
+
+
 # --------------------------------------------------------------------------------------------------
 # Fingerprints and the per-chunk state files
 # --------------------------------------------------------------------------------------------------
@@ -812,10 +841,11 @@ def run_autoattack(
                     dev=dev, options=options,
                 )
                 final_attacks = tuple(aa.attacks_to_run)
-                if upstream:
-                    out = aa.run_standard_evaluation(xd, yd, bs=hi - lo)
-                else:
-                    out = aa.run_standard_evaluation(xd, yd, batch_size=hi - lo)
+                with _fresh_dynamic_check(module):
+                    if upstream:
+                        out = aa.run_standard_evaluation(xd, yd, bs=hi - lo)
+                    else:
+                        out = aa.run_standard_evaluation(xd, yd, batch_size=hi - lo)
                 x_adv = out[0] if isinstance(out, tuple) else out
                 model.eval()  # an attack may have switched modes
                 flags = (_predict(model, x_adv.to(dev)).argmax(1) == yd).cpu()
@@ -869,6 +899,7 @@ def run_autoattack(
         chunks_run=chunks_run,
         chunks_reused=chunks_reused,
         checks=check_messages,
+        attack_options=options,
     )
     logger.info(
         "AutoAttack (%s, %s, eps=%.4g): clean %.2f%%, robust %.2f%% on %d examples",

@@ -257,9 +257,9 @@ def robustbench_compat() -> Iterator[types.ModuleType]:
         ...     callable(rb.eval.benchmark), rb.eval.AutoAttack.__name__ in ("AutoAttack", "AutoAttackCompat")
         (True, True)
 
-        Afterwards (pyautoattack only) neither ``autoattack`` nor ``robustbench`` is in
-        ``sys.modules``, and ``rb.eval.benchmark(model, dataset="cifar10", threat_model="Linf",
-        eps=8/255)`` must be called inside the block.
+        Call ``rb.eval.benchmark(model, dataset="cifar10", threat_model="Linf", eps=8/255)``
+        inside the block. Afterwards (pyautoattack only) ``sys.modules`` holds the same
+        ``autoattack`` / ``robustbench`` entries as before the block.
     """
     global _DEPTH, _ACTIVE
     with _LOCK:
