@@ -158,7 +158,8 @@ def list_adaptive_attacks() -> list[str]:
 
 def _canonical_name(name: object) -> str:
     if not isinstance(name, str):
-        raise TypeError(f"name: expected a str (one of {', '.join(map(repr, ADAPTIVE_ATTACKS))}), got {type(name).__name__}")
+        names = ", ".join(map(repr, ADAPTIVE_ATTACKS))
+        raise TypeError(f"name: expected a str (one of {names}), got {type(name).__name__}")
     key = name.strip().lower().replace("_", "-")
     if key.startswith(_PREFIX):
         key = key[len(_PREFIX):]
@@ -197,7 +198,8 @@ def adaptive_spec(name: str, *, eps: float | None = None, label: str | None = No
     key = _canonical_name(name)
     unknown = sorted(set(kwargs) - _RUN_KWARGS)
     if unknown:
-        raise ValueError(f"kwargs: expected keywords of run_adaptive_attack ({', '.join(sorted(_RUN_KWARGS))}), got {unknown}")
+        known = ", ".join(sorted(_RUN_KWARGS))
+        raise ValueError(f"kwargs: expected keywords of run_adaptive_attack ({known}), got {unknown}")
     if key == "cw-l2":
         if eps is not None:
             raise ValueError(f"eps: cw-l2 is an unbounded attack, expected eps=None, got {eps!r}")
@@ -526,7 +528,9 @@ def resolve_entropic_config(model: nn.Module, entropic_config: Any) -> EntropicA
     elif isinstance(entropic_config, Mapping):
         cfg = EntropicAttackConfig.from_mapping(entropic_config)
     else:
-        raise TypeError(f"entropic_config: expected an EntropicAttackConfig or a mapping, got {type(entropic_config).__name__}")
+        raise TypeError(
+            f"entropic_config: expected an EntropicAttackConfig or a mapping, got {type(entropic_config).__name__}"
+        )
     resolve_layers(_plain_network(model), cfg.layers)
     return cfg
 
@@ -595,11 +599,14 @@ def load_attack_target(checkpoint: PathLike, *, map_location: str | torch.device
         preset = preset_for_model(_plain_network(model))
         if reference is not None and preset is not None:
             target.entropic_config = EntropicAttackConfig(
-                tuple(preset.layers), float(reference), lam=float(config.entropic_lambda), sigma=float(config.entropic_sigma)
+                tuple(preset.layers), float(reference), lam=float(config.entropic_lambda),
+                sigma=float(config.entropic_sigma),
             )
         else:
-            logger.warning("%s: entropic checkpoint without a stored reference or layer preset; pgd-entropic unavailable",
-                           checkpoint)
+            logger.warning(
+                "%s: entropic checkpoint without a stored reference or layer preset; pgd-entropic unavailable",
+                checkpoint,
+            )
     return target
 
 
@@ -966,8 +973,8 @@ def _cw_l2(
 
 
 _RUN_KWARGS = frozenset(
-    {"steps", "alpha", "random_start", "restarts", "eot_samples", "entropic_penalty", "c", "kappa", "lr", "search_steps",
-     "any_iterate", "ib_penalty", "ce_reduction"}
+    {"steps", "alpha", "random_start", "restarts", "eot_samples", "entropic_penalty", "c", "kappa", "lr",
+     "search_steps", "any_iterate", "ib_penalty", "ce_reduction"}
 )
 
 
@@ -1184,7 +1191,8 @@ def run_spec(
         >>> from ib_plugins.evaluation import AttackSpec
         >>> model = nn.Sequential(nn.Flatten(), nn.Linear(16, 3))
         >>> x, y = torch.rand(4, 1, 4, 4), torch.arange(4) % 3
-        >>> [run_spec(model, s, x, y).shape[0] for s in (AttackSpec("fgsm", "linf", 0.1), adaptive_spec("pgd-ce", eps=0.1))]
+        >>> specs = (AttackSpec("fgsm", "linf", 0.1), adaptive_spec("pgd-ce", eps=0.1))
+        >>> [run_spec(model, s, x, y).shape[0] for s in specs]
         [4, 4]
     """
     from ib_plugins.evaluation import AttackSpec, run_attack
@@ -1194,7 +1202,8 @@ def run_spec(
     if is_adaptive_spec(spec):
         return run_adaptive_attack(
             model, spec.attack_class, x, y, eps=spec.eps, seed=seed, ib_config=ib_config,
-            entropic_config=entropic_config, batch_size=batch_size, device=device, progress=progress, **dict(spec.kwargs),
+            entropic_config=entropic_config, batch_size=batch_size, device=device, progress=progress,
+            **dict(spec.kwargs),
         )
     return run_attack(model, spec, x, y, batch_size=batch_size, seed=seed, device=device, progress=progress)
 

@@ -238,8 +238,8 @@ def check_monotone_eps(eps: Sequence[float], accuracy: Sequence[float], *, tol: 
     numbers = {"eps": xs, "accuracy": accs, "worst_rise": worst, "at_eps": at}
     curve = ", ".join(f"{e:g}: {_pct(a)}" for e, a in zip(xs, accs))
     if worst > tol:
-        return CheckResult("monotone-eps", "warn", f"accuracy rises by {_pct(worst)} at eps {at:g} (> tol {_pct(tol)}); "
-                           f"curve {curve}", numbers, tol)
+        text = f"accuracy rises by {_pct(worst)} at eps {at:g} (> tol {_pct(tol)}); curve {curve}"
+        return CheckResult("monotone-eps", "warn", text, numbers, tol)
     return CheckResult("monotone-eps", "pass", f"non-increasing within {_pct(tol)}; curve {curve}", numbers, tol)
 
 
@@ -292,8 +292,8 @@ def check_unbounded(success_rates: Mapping[str, float | None], *, success_tol: f
     detail = ", ".join(f"{k} {_pct(v)}" for k, v in rates.items())
     numbers = {"success_rates": dict(success_rates), "best": best, "best_attack": best_name}
     if best < 1 - success_tol:
-        return CheckResult("unbounded", "warn", f"best unbounded success only {_pct(best)} (< {_pct(1 - success_tol)}): "
-                           f"{detail}", numbers, success_tol)
+        text = f"best unbounded success only {_pct(best)} (< {_pct(1 - success_tol)}): {detail}"
+        return CheckResult("unbounded", "warn", text, numbers, success_tol)
     return CheckResult("unbounded", "pass", f"{detail}", numbers, success_tol)
 
 
@@ -555,8 +555,8 @@ class AuditReport:
     def _attack_rows(self) -> list[tuple[str, str, str, str, str]]:
         rows = []
         for key, entry in (self.numbers.get("attacks") or {}).items():
-            rows.append((key, str(entry.get("threat", "")), _pct(entry.get("accuracy")), _pct(entry.get("success_rate")),
-                         f"{entry.get('seconds', 0.0):.1f}"))
+            rows.append((key, str(entry.get("threat", "")), _pct(entry.get("accuracy")),
+                         _pct(entry.get("success_rate")), f"{entry.get('seconds', 0.0):.1f}"))
         return rows
 
     def to_markdown(self) -> str:
@@ -566,7 +566,8 @@ class AuditReport:
             The text of ``audit.md``.
 
         Example:
-            >>> print(AuditReport([CheckResult("large-eps", "pass", "ok")], {}, {"target": "m"}).to_markdown().splitlines()[0])
+            >>> report = AuditReport([CheckResult("large-eps", "pass", "ok")], {}, {"target": "m"})
+            >>> print(report.to_markdown().splitlines()[0])
             # Gradient-masking audit: m
         """
         n = self.numbers
@@ -576,8 +577,9 @@ class AuditReport:
                   "look closer, not a proof of masking; passing every check is no proof of robustness.", ""]
         if n:
             lines += ["## Setting", ""]
+            mode = "quick" if self.config.get("quick") else "full"
             lines.append(f"- {n.get('n')} test images, clean accuracy {_pct(n.get('clean_accuracy'))}; main eps "
-                         f"{n.get('eps')} (L-inf); seed {self.config.get('seed')}; mode {'quick' if self.config.get('quick') else 'full'}.")
+                         f"{n.get('eps')} (L-inf); seed {self.config.get('seed')}; mode {mode}.")
             if not n.get("deterministic", True):
                 lines.append(f"- The eval forward is **not deterministic**: every attack uses EOT over "
                              f"{n.get('eot_samples')} forwards, predictions average {n.get('eot_samples')} forwards.")
@@ -598,17 +600,17 @@ class AuditReport:
                           f"reaches {_pct(cw.get('torchattacks_success'))} success, the corrected `cw-l2` "
                           f"{_pct(cw.get('corrected_success'))}."]
                 if cw.get("note"):
-                    lines += ["", "The model's outputs look like log-probabilities: torchattacks' CW margin is identically 0 "
-                              "on them (spec §2.7 item 11)."]
+                    lines += ["", "The model's outputs look like log-probabilities: torchattacks' CW margin is "
+                              "identically 0 on them (spec §2.7 item 11)."]
             for key, title, xlabel in (("eps_curve", "Accuracy vs eps (PGD)", "eps"),
                                        ("steps_curve", "Accuracy vs PGD steps", "steps")):
                 if key in n:
                     xs, accs = n[key][xlabel], n[key]["accuracy"]
                     lines += ["", f"## {title}", "", f"| {xlabel} | " + " | ".join(f"{x:g}" for x in xs) + " |",
                               "|---|" + "---|" * len(xs), "| accuracy | " + " | ".join(_pct(a) for a in accs) + " |"]
-            for key, name in (("accuracy_vs_eps", "accuracy_vs_eps.png"), ("accuracy_vs_steps", "accuracy_vs_steps.png")):
+            for key in ("accuracy_vs_eps", "accuracy_vs_steps"):
                 if key in self.files:
-                    lines += ["", f"![{key}]({name})"]
+                    lines += ["", f"![{key}]({key}.png)"]
         return "\n".join(lines) + "\n"
 
     def to_html(self) -> str:
@@ -634,7 +636,8 @@ class AuditReport:
             path = self.files.get(key)
             if path and Path(path).is_file():
                 data = base64.b64encode(Path(path).read_bytes()).decode("ascii")
-                images += f"<figure><img alt='{key}' src='data:image/png;base64,{data}'><figcaption>{key}</figcaption></figure>"
+                images += (f"<figure><img alt='{key}' src='data:image/png;base64,{data}'>"
+                           f"<figcaption>{key}</figcaption></figure>")
         verdict_color = colors[self.verdict]
         numbers = esc(json.dumps(self.numbers, indent=2, sort_keys=True, default=str))
         return (
@@ -647,7 +650,8 @@ class AuditReport:
             f"<h1>Gradient-masking audit: {esc(str(self.config.get('target', 'model')))}</h1>"
             f"<p style='font-size:1.15em;color:{verdict_color}'><b>{esc(self.summary())}</b></p>"
             f"<table><tr><th>status</th><th>check</th><th>numbers</th></tr>{rows}</table>"
-            "<p>Following Carlini et al. (2019), <i>On Evaluating Adversarial Robustness</i>. A WARN is a reason to look "
+            "<p>Following Carlini et al. (2019), <i>On Evaluating Adversarial Robustness</i>. "
+            "A WARN is a reason to look "
             "closer, not a proof of masking; passing every check is no proof of robustness.</p>"
             "<h2>Attacks</h2><table><tr><th>attack</th><th>threat model</th><th>accuracy</th><th>success rate</th>"
             f"<th>time (s)</th></tr>{attack_rows}</table>{images}"
@@ -789,7 +793,8 @@ class _Progress:
             from ib_plugins._optional import is_available, require
 
             if is_available("tqdm"):
-                self.bar = require("tqdm", purpose="ib_plugins.audit").tqdm(total=total, desc="audit", unit="attack")
+                self.bar = require("tqdm", purpose="ib_plugins.audit").tqdm(total=total, desc="audit", unit="attack",
+                                                                           disable=None)
 
     @contextmanager
     def stage(self, name: str) -> Iterator[None]:
@@ -817,8 +822,8 @@ def _plot_curve(xs: Sequence[float], accs: Sequence[float], path: Path, *, xlabe
     FigureCanvasAgg(fig)
     ax = fig.add_subplot(1, 1, 1)
     ax.plot(list(xs), [100 * a for a in accs], marker="o", label="PGD")
-    for label, (x, a) in (extra or {}).items():
-        ax.scatter([x], [100 * a], marker="x", s=60, label=label, zorder=3)
+    for i, (label, (x, a)) in enumerate((extra or {}).items()):
+        ax.scatter([x], [100 * a], marker="x", s=60, label=label, zorder=3, color=f"C{(i + 1) % 10}")
     ax.set_xlabel(xlabel)
     ax.set_ylabel("Robust accuracy (%)")
     ax.set_ylim(-3, 103)
@@ -866,11 +871,12 @@ def run_audit(
             surrogate); default: 450 images, 20 steps, longer grids, 2000 queries, 10 epochs.
         eps_grid: radii of the accuracy-vs-ε curve, strictly increasing in ``[0, 1]``; None:
             :func:`default_eps_grid` (its largest value, 0.5, serves the ``large-eps`` check).
-        surrogate: None: train a small CE surrogate on the dataset (skipped, with the reason, when
-            the dataset is unknown); a checkpoint path or a model: use it; ``False`` or ``"none"``:
-            skip the transfer check.
+        surrogate: None (or True): train a small CE surrogate on the dataset (skipped, with the
+            reason, when the dataset is unknown); a checkpoint path or a model: use it; ``False`` or
+            ``"none"``: skip the transfer check.
         eps: the main L∞ radius; None: the dataset's IB-RAR budget (0.1 on digits, 0.03 on CIFAR).
-        n: test images (stratified subset; default 100 quick / 450 full).
+        n: test images (a stratified, seeded subset of the test split; the first ``n`` of ``x``/``y``
+            when given; default 100 quick / 450 full).
         x: test inputs in ``[0, 1]`` (instead of loading the dataset's test split).
         y: test labels, with ``x``.
         dataset: the dataset of a model (checkpoints know theirs).
@@ -912,7 +918,8 @@ def run_audit(
 
     t_start = time.perf_counter()
     settings = _QUICK if quick else _FULL
-    tol, zero_tol, success_tol = _check_tol(tol), _check_tol(zero_tol, "zero_tol"), _check_tol(success_tol, "success_tol")
+    tol, zero_tol = _check_tol(tol), _check_tol(zero_tol, "zero_tol")
+    success_tol = _check_tol(success_tol, "success_tol")
     seed = _check_int(seed, "seed")
     batch_size = _check_int(batch_size, "batch_size", minimum=2)
     eot_samples = _check_int(eot_samples, "eot_samples", minimum=2)
@@ -920,6 +927,8 @@ def run_audit(
         eps_grid = _check_eps_grid(eps_grid)
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise ValueError(f"device: {device!r} was requested but CUDA is not available on this machine")
+    if surrogate is True:
+        surrogate = None
 
     # -- the target ----------------------------------------------------------------------------
     train_cfg = None
@@ -939,7 +948,8 @@ def run_audit(
         dataset = dataset or train_cfg.dataset
         data_dir = data_dir or train_cfg.data_dir
         ib_cfg = adp.resolve_ib_config(model, ib_config) if ib_config is not None else target.ib_config
-        ent_cfg = adp.resolve_entropic_config(model, entropic_config) if entropic_config is not None else target.entropic_config
+        ent_cfg = (adp.resolve_entropic_config(model, entropic_config) if entropic_config is not None
+                   else target.entropic_config)
     else:
         raise TypeError(f"checkpoint_or_model: expected a checkpoint path or a torch.nn.Module, got "
                         f"{type(checkpoint_or_model).__name__}")
@@ -992,7 +1002,9 @@ def run_audit(
     elif surrogate is None and dataset is None:
         skip_transfer = "no surrogate given and no dataset to train one on"
     elif surrogate is not None and surrogate is not True:
-        raise TypeError(f"surrogate: expected None, a checkpoint path, a model or False, got {type(surrogate).__name__}")
+        raise TypeError(
+            f"surrogate: expected None, a checkpoint path, a model or False, got {type(surrogate).__name__}"
+        )
     if surrogate_model is not None:
         s_out = _num_outputs(surrogate_model, x, dev)
         if s_out != num_classes:
@@ -1056,7 +1068,9 @@ def run_audit(
         adv = adp.run_adaptive_attack(net if net is not None else model, name, x, y, eps=e, steps=s, seed=seed,
                                       eot_samples=k if net is None else 1, batch_size=batch_size, device=device,
                                       ib_config=ib_cfg, entropic_config=ent_cfg, **kw)
-        label = f"L-inf eps={e:g}, {s} steps" + (f", {kw['restarts']} restarts" if kw.get("restarts", 1) > 1 else "")
+        label = f"L-inf eps={e:g}, {s} step{'s' if s > 1 else ''}"
+        if kw.get("restarts", 1) > 1:
+            label += f", {kw['restarts']} restarts"
         return score(key, label, adv, time.perf_counter() - t0, eps=e, steps=s, alpha=kw["alpha"])
 
     numbers: dict[str, Any] = {"n": int(x.shape[0]), "eps": eps, "clean_accuracy": float(clean_ok.float().mean()),
@@ -1101,8 +1115,8 @@ def run_audit(
             adv = adp.run_adaptive_attack(model, "cw-l2", x, y, steps=settings.cw_steps, c=10.0, lr=0.05,
                                           search_steps=settings.cw_search_steps, eot_samples=k, seed=seed,
                                           batch_size=batch_size, device=device)
-            cw = score("cw-l2 (corrected)", f"L2 unbounded, c=10, {settings.cw_steps} steps x {settings.cw_search_steps} "
-                       "searches", adv, time.perf_counter() - t0)
+            threat = f"L2 unbounded, c=10, {settings.cw_steps} steps x {settings.cw_search_steps} searches"
+            cw = score("cw-l2 (corrected)", threat, adv, time.perf_counter() - t0)
         with bar.stage("CW (torchattacks)"):
             t0 = time.perf_counter()
             spec = AttackSpec("cw", "l2", None, {"c": 10.0, "kappa": 0, "steps": settings.cw_steps, "lr": 0.05})
@@ -1110,9 +1124,10 @@ def run_audit(
                 warnings.simplefilter("always", UserWarning)
                 adv = run_attack(scored, spec, x, y, batch_size=batch_size, seed=seed, device=device, progress=False)
             cw_note = next((str(w.message) for w in caught if "log-probabilities" in str(w.message)), None)
-            cw_ta = score("cw (torchattacks)", f"L2 unbounded, c=10, {settings.cw_steps} steps", adv, time.perf_counter() - t0)
-        numbers["cw_comparison"] = {"torchattacks_success": cw_ta["success_rate"], "corrected_success": cw["success_rate"],
-                                    "note": cw_note}
+            cw_ta = score("cw (torchattacks)", f"L2 unbounded, c=10, {settings.cw_steps} steps", adv,
+                          time.perf_counter() - t0)
+        numbers["cw_comparison"] = {"torchattacks_success": cw_ta["success_rate"],
+                                    "corrected_success": cw["success_rate"], "note": cw_note}
         # black box
         with bar.stage("Square"):
             t0 = time.perf_counter()
@@ -1192,8 +1207,9 @@ def run_audit(
                 extra[f"transfer eps={eps:g}"] = (eps, transfer_acc)
             for key_, acc_ in adaptive_accs.items():
                 extra[f"{key_} eps={eps:g}"] = (eps, acc_)
-            report.files["accuracy_vs_eps"] = str(_plot_curve(grid, eps_accs, out / "accuracy_vs_eps.png", xlabel="eps (L-inf)",
-                                                              title="Robust accuracy vs eps", extra=extra))
+            report.files["accuracy_vs_eps"] = str(_plot_curve(
+                grid, eps_accs, out / "accuracy_vs_eps.png", xlabel="eps (L-inf)", title="Robust accuracy vs eps",
+                extra=extra))
             report.files["accuracy_vs_steps"] = str(_plot_curve(
                 settings.steps_grid, steps_accs, out / "accuracy_vs_steps.png", xlabel="PGD steps",
                 title=f"Robust accuracy vs steps (eps={eps:g})",
@@ -1234,25 +1250,30 @@ def add_audit_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPar
         >>> a.checkpoint, a.quick, a.eps_grid, a.out
         ('ckpt.pt', True, [0.0, 0.1, 0.5], None)
     """
-    parser.add_argument("checkpoint", help="checkpoint.pt written by 'ib-plugins train' (or the demo)")
-    parser.add_argument("--quick", action="store_true", help="CI setting: 100 images, short grids, few steps (~1 min on 2 CPU cores)")
-    parser.add_argument("--out", default=None, help="report folder (default: <checkpoint folder>/audit or audit-quick)")
-    parser.add_argument("--eps", type=float, default=None, help="main L-inf radius (default: the dataset's IB-RAR budget)")
-    parser.add_argument("--eps-grid", type=_floats, default=None, help="radii of the accuracy-vs-eps curve, strictly increasing, e.g. 0,0.05,0.1,0.2,0.5")
-    parser.add_argument("--n", type=int, default=None, help="test images (default: 100 quick, 450 full)")
-    parser.add_argument("--surrogate", default=None, help="checkpoint of an undefended surrogate for the transfer check, or 'none' (default: train one)")
-    parser.add_argument("--surrogate-epochs", type=int, default=None, help="epochs of the trained surrogate (default: 5 quick, 10 full)")
-    parser.add_argument("--eot-samples", type=int, default=8, help="forwards averaged when the eval forward is stochastic")
-    parser.add_argument("--tol", type=float, default=0.03, help="tolerance of the comparisons (absolute accuracy, default 0.03)")
-    parser.add_argument("--zero-tol", type=float, default=0.05, help="accuracy counted as ~0 at the largest eps (default 0.05)")
-    parser.add_argument("--success-tol", type=float, default=0.02, help="tolerated shortfall of the unbounded attack from 100%% success")
-    parser.add_argument("--strict", action="store_true", help="exit with status 1 when any check warns")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--batch-size", type=int, default=100)
-    parser.add_argument("--data-dir", default=None)
-    parser.add_argument("--device", default="cpu")
-    parser.add_argument("--overwrite", action="store_true", help="replace a report folder of a different audit")
-    parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    add = parser.add_argument
+    add("checkpoint", help="checkpoint.pt written by 'ib-plugins train' (or the demo)")
+    add("--quick", action="store_true", help="CI setting: 100 images, short grids, few steps (~1 min on 2 CPU cores)")
+    add("--out", default=None, help="report folder (default: <checkpoint folder>/audit or audit-quick)")
+    add("--eps", type=float, default=None, help="main L-inf radius (default: the dataset's IB-RAR budget)")
+    add("--eps-grid", type=_floats, default=None,
+        help="radii of the accuracy-vs-eps curve, strictly increasing, e.g. 0,0.05,0.1,0.2,0.5")
+    add("--n", type=int, default=None, help="test images (default: 100 quick, 450 full)")
+    add("--surrogate", default=None,
+        help="checkpoint of an undefended surrogate for the transfer check, or 'none' (default: train one)")
+    add("--surrogate-epochs", type=int, default=None,
+        help="epochs of the trained surrogate (default: 5 quick, 10 full)")
+    add("--eot-samples", type=int, default=8, help="forwards averaged when the eval forward is stochastic")
+    add("--tol", type=float, default=0.03, help="tolerance of the comparisons (absolute accuracy, default 0.03)")
+    add("--zero-tol", type=float, default=0.05, help="accuracy counted as ~0 at the largest eps (default 0.05)")
+    add("--success-tol", type=float, default=0.02,
+        help="tolerated shortfall of the unbounded attack from 100%% success (default 0.02)")
+    add("--strict", action="store_true", help="exit with status 1 when any check warns")
+    add("--seed", type=int, default=0)
+    add("--batch-size", type=int, default=100)
+    add("--data-dir", default=None)
+    add("--device", default="cpu")
+    add("--overwrite", action="store_true", help="replace a report folder of a different audit")
+    add("--no-progress", action="store_true", help="hide the progress bar")
     return parser
 
 

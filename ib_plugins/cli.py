@@ -1,4 +1,4 @@
-"""The ``ib-plugins`` command line: demo, train, evaluate, select-layers, report, leaderboard.
+"""The ``ib-plugins`` command line: demo, train, evaluate, select-layers, report, leaderboard, audit.
 
 Run ``ib-plugins COMMAND --help`` for each command's options. Every command writes a results
 folder (``config.json``, ``metrics.json``, ``results.md``, PNG plots) and refuses to overwrite a
@@ -168,6 +168,11 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("results", nargs="+", help="results folders (with metrics.json)")
     rep.add_argument("--out", help="write the table to this markdown file as well")
 
+    audit = sub.add_parser("audit", help="gradient-masking checks and adaptive attacks on a checkpoint (report folder)")
+    from ib_plugins.audit import add_audit_arguments
+
+    add_audit_arguments(audit)
+
     lb = sub.add_parser("leaderboard", help="render RobustBench-style leaderboard.md/.html from model-info JSON files")
     lb.add_argument("results", nargs="+", help="model-info JSON files or folders holding them")
     lb.add_argument("--out", default=".", help="folder for leaderboard.md and leaderboard.html")
@@ -282,6 +287,12 @@ def _cmd_leaderboard(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_audit(args: argparse.Namespace) -> int:
+    from ib_plugins.audit import audit_command
+
+    return audit_command(args)
+
+
 _COMMANDS = {
     "demo": _cmd_demo,
     "train": _cmd_train,
@@ -289,6 +300,7 @@ _COMMANDS = {
     "select-layers": _cmd_select,
     "report": _cmd_report,
     "leaderboard": _cmd_leaderboard,
+    "audit": _cmd_audit,
 }
 
 

@@ -597,7 +597,10 @@ def _check_model(model: object) -> nn.Module:
     return model
 
 
-def _check_xy(x: object, y: object) -> tuple[Tensor, Tensor]:
+def _check_xy(
+    x: object, y: object, *, reason: str = "torchattacks would silently clamp them"
+) -> tuple[Tensor, Tensor]:
+    """Validate an attack's inputs (shared with the AutoAttack adapter): x in [0, 1], y class indices."""
     if not isinstance(x, Tensor):
         raise TypeError(f"x: expected a torch.Tensor, got {type(x).__name__}")
     if not isinstance(y, Tensor):
@@ -615,8 +618,8 @@ def _check_xy(x: object, y: object) -> tuple[Tensor, Tensor]:
     lo, hi = float(x.min()), float(x.max())
     if lo < 0 or hi > 1:
         raise ValueError(
-            f"x: expected values in [0, 1] (torchattacks would silently clamp them), got min {lo:.4g}, "
-            f"max {hi:.4g}; put any normalisation inside the model (ib_plugins.models.Normalize)"
+            f"x: expected values in [0, 1] ({reason}), got min {lo:.4g}, max {hi:.4g}; inputs are not clamped "
+            "silently: put any normalisation inside the model (ib_plugins.models.Normalize)"
         )
     if int(y.min()) < 0:
         raise ValueError(f"y: expected class indices >= 0, got {int(y.min())}")

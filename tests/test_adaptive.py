@@ -193,7 +193,8 @@ def test_pgd_entropic_needs_its_configuration_and_both_directions_run():
         resolve_entropic_config(net, {"layers": ["2"]})
     cfg = {"layers": ["2", "4"], "reference": 0.5, "lam": 1.0, "sigma": 1.65}
     stay = run_adaptive_attack(net, "pgd-entropic", x, y, eps=0.1, steps=3, entropic_config=cfg)
-    leave = run_adaptive_attack(net, "pgd-entropic", x, y, eps=0.1, steps=3, entropic_config=cfg, entropic_penalty="add")
+    leave = run_adaptive_attack(net, "pgd-entropic", x, y, eps=0.1, steps=3, entropic_config=cfg,
+                                entropic_penalty="add")
     assert float((stay - x).abs().max()) <= 0.1 + 1e-6
     assert not torch.equal(stay, leave)
 

@@ -166,6 +166,21 @@ def test_stochastic_eval_forward_is_reported_and_attacked_with_eot(tmp_path):
     assert "not deterministic" in (tmp_path / "audit.md").read_text()
 
 
+def test_adaptive_attacks_run_for_ib_and_entropic_configurations():
+    from ib_plugins import wrap_model
+
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Flatten(), nn.Linear(16, 8), nn.ReLU(), nn.Linear(8, 3))
+    model = wrap_model(net, ib_layers=["2"], num_classes=3)
+    x, y = torch.rand(12, 1, 4, 4), torch.arange(12) % 3
+    report = run_audit(model, out_dir=None, quick=True, x=x, y=y, eps=0.1, surrogate=False, progress=False,
+                       entropic_config={"layers": ["2"], "reference": 0.5})
+    accs = report["adaptive"].numbers["adaptive_accuracy"]
+    assert set(accs) == {"pgd-ib", "pgd-ib (mean CE)", "pgd-entropic", "pgd-entropic(+)"}
+    assert report.numbers["ib_config"]["layers"] == ["2"] and report["adaptive"].status in ("pass", "warn")
+    assert model.num_records == 0
+
+
 # -- planted gradient masking vs an honest model (digits) ----------------------------------------------
 
 

@@ -393,29 +393,9 @@ def _check_eps(eps: object, norm: str) -> float:
 
 
 def _check_xy(x: object, y: object) -> tuple[Tensor, Tensor]:
-    if not isinstance(x, Tensor):
-        raise TypeError(f"x: expected a torch.Tensor, got {type(x).__name__}")
-    if not isinstance(y, Tensor):
-        raise TypeError(f"y: expected a torch.Tensor, got {type(y).__name__}")
-    if not x.is_floating_point():
-        raise TypeError(f"x: expected a floating-point tensor with values in [0, 1], got dtype {x.dtype}")
-    if x.dim() < 2 or x.shape[0] == 0:
-        raise ValueError(f"x: expected a non-empty batch [N, ...], got shape {list(x.shape)}")
-    if y.dim() != 1 or y.shape[0] != x.shape[0]:
-        raise ValueError(f"y: expected class indices of shape [{x.shape[0]}], got shape {list(y.shape)}")
-    if y.is_floating_point() or y.is_complex() or y.dtype == torch.bool:
-        raise TypeError(f"y: expected an integer tensor of class indices, got dtype {y.dtype}")
-    if bool(torch.isnan(x).any()):
-        raise ValueError("x: expected values in [0, 1], got NaN")
-    lo, hi = float(x.min()), float(x.max())
-    if lo < 0 or hi > 1:
-        raise ValueError(
-            f"x: expected values in [0, 1] (AutoAttack's eps ball and clipping assume it), got min {lo:.4g}, "
-            f"max {hi:.4g}; inputs are not clamped silently: put any normalisation inside the model"
-        )
-    if int(y.min()) < 0:
-        raise ValueError(f"y: expected class indices >= 0, got {int(y.min())}")
-    return x, y.long()
+    from ib_plugins.evaluation import _check_xy as check
+
+    return check(x, y, reason="AutoAttack's eps ball and clipping assume it")
 
 
 def _check_attack_options(options: object) -> dict[str, dict[str, Any]]:
