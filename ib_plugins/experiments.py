@@ -392,6 +392,7 @@ def run_demo(
         The metrics written to ``metrics.json``.
     """
     from ib_plugins import evaluation as ev
+    from ib_plugins.presets import get_preset
 
     runs = {
         "CE": TrainConfig(epochs=epochs, batch_size=50, seed=seed, device=device),
@@ -454,7 +455,7 @@ def run_demo(
         "# ib-plugins demo: CE vs IB-RAR on scikit-learn digits (8x8)",
         "",
         f"Both networks: DigitsCNN, {epochs} epochs, batch 50, seed {seed}; IB-RAR = IB term on the robust layers "
-        f"({', '.join(runs['IB-RAR'].ib_layers) if isinstance(runs['IB-RAR'].ib_layers, list) else runs['IB-RAR'].ib_layers}) "
+        f"({', '.join(get_preset('digits-cnn').robust_layers)}) "
         "+ channel mask (authors' code mode). Accuracy (%) on "
         f"{x.shape[0]} test images under the IB-RAR attack suite at the digits budget "
         f"(L∞ ε = {budget_info.linf_eps}; CW is unbounded L2).{aa_note}",
