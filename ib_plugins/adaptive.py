@@ -1084,7 +1084,7 @@ def run_adaptive_attack(
 
     model = _check_model(model)
     key = _canonical_name(name)
-    x, y = _check_xy(x, y)
+    x, y = _check_xy(x, y, reason="the attacks keep adversarial examples in [0, 1]")
     steps = _check_int(steps, "steps", minimum=1)
     seed = _check_int(seed, "seed")
     restarts = _check_int(restarts, "restarts", minimum=1)

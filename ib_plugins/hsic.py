@@ -113,8 +113,8 @@ def pairwise_sq_dists(a: Tensor) -> Tensor:
         tensor([[ 0., 25.],
                 [25.,  0.]])
     """
-    sq = (a * a).sum(-1)
     gram = a @ a.transpose(-1, -2)
+    sq = gram.diagonal(dim1=-2, dim2=-1)  # ‖a_i‖² from the Gram matrix: no extra pass over the features
     return (sq.unsqueeze(-1) - 2.0 * gram + sq.unsqueeze(-2)).abs()
 
 
