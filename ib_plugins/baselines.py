@@ -536,7 +536,7 @@ def wrap_hbar(
     ib_layers: LayerSpec = "all",
     *,
     hbar: HBaR | None = None,
-    check_finite: bool = True,
+    check_finite: bool | None = None,
 ) -> IBModel:
     """Wrap ``model`` so that its hooked layers carry HBaR's regulariser.
 
@@ -549,7 +549,8 @@ def wrap_hbar(
         ib_layers: the layers, as for :func:`~ib_plugins.wrap.wrap_model`; ``"all"`` (HBaR's choice)
             needs a model with a preset.
         hbar: the configuration (default: ``HBaR()``, the CIFAR-10 ResNet-18 setting).
-        check_finite: raise, naming the layer, on NaN/inf activations.
+        check_finite: raise, naming the layer, on NaN/inf activations (None = on CPU tensors,
+            where the check is free; see :class:`~ib_plugins.wrap.IBModel`).
 
     Returns:
         The :class:`~ib_plugins.wrap.IBModel`.

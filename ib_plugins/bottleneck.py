@@ -71,7 +71,9 @@ def labels_to_targets(y: Tensor, num_classes: int, *, dtype: torch.dtype = torch
         Targets ``[m, num_classes]``.
 
     Raises:
-        ValueError: labels outside ``[0, num_classes)``, or a shape that is neither.
+        ValueError: labels outside ``[0, num_classes)`` (checked on CPU tensors; on accelerators
+            the check is left to ``one_hot``'s device-side assert, so that a training step never
+            waits on the host), or a shape that is neither.
 
     Example:
         >>> labels_to_targets(torch.tensor([0, 2]), 3)
@@ -88,11 +90,13 @@ def labels_to_targets(y: Tensor, num_classes: int, *, dtype: torch.dtype = torch
         return y.to(dtype)
     if y.dim() != 1:
         raise ValueError(f"y: expected class indices of shape [batch], got shape {tuple(y.shape)}")
-    if y.numel() and (bool(y.min() < 0) or bool(y.max() >= num_classes)):
+    if y.device.type == "cpu" and y.numel() and bool(((y < 0) | (y >= num_classes)).any()):
         raise ValueError(
             f"y: labels must lie in [0, num_classes) = [0, {num_classes}), got values in "
             f"[{int(y.min())}, {int(y.max())}]"
         )
+    # On accelerators the range check would read a value on the host (a stall per training step);
+    # there out-of-range labels trip one_hot's device-side assert instead, as in F.cross_entropy.
     return F.one_hot(y.long(), num_classes).to(dtype)
 
 

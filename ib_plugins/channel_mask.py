@@ -118,9 +118,10 @@ def channel_scores(
     Returns:
         ``(ix, iy)``: tensors ``[C]`` (``ix`` is None when ``x`` is None).
 
-    For 1x1 maps (the paper's mask layers: VGG block 5, ResNet's pooled vector) the scores come from
-    an explicit feature map of the 1-D Gaussian kernel and a ``p×p`` solve per channel (exact to
-    1e-10 of the kernel; see ``_scalar_channel_scores``); otherwise from one batched ``m×m`` solve.
+    For 1x1 maps (the paper's mask layers: VGG block 5, ResNet's pooled vector) on CPU the scores come
+    from an explicit feature map of the 1-D Gaussian kernel and a ``p×p`` solve per channel (exact to
+    1e-10 of the kernel; see ``_scalar_channel_scores``); otherwise (other maps, or tensors on an
+    accelerator, where this avoids any host read) from one batched ``m×m`` solve.
 
     Raises:
         ValueError: bad shapes or labels.
@@ -142,9 +143,11 @@ def channel_scores(
     with torch.no_grad():
         feats = features.detach()
         rows = feats.reshape(m, c, -1).transpose(0, 1)  # [C, m, s]
-        targets = labels_to_targets(y, num_classes, dtype=torch.float32)
-        if rows.shape[-1] == 1 and rows.dtype in (torch.float32, torch.float64):
-            # 1x1 maps (VGG block 5, ResNet's pooled vector): explicit feature map + Woodbury.
+        targets = labels_to_targets(y, num_classes, dtype=torch.float64 if feats.dtype == torch.float64 else torch.float32)
+        if rows.shape[-1] == 1 and rows.dtype in (torch.float32, torch.float64) and rows.device.type == "cpu":
+            # 1x1 maps (VGG block 5, ResNet's pooled vector): explicit feature map + Woodbury. Its
+            # series length depends on max|f|, a host read; accelerators take the sync-free batched
+            # m×m solve below (cheap there).
             r_ops = [hsic_operator(targets, kernel=y_kernel, sigma=sigma, eps=eps, center="both")]
             if x is not None:
                 r_ops.append(hsic_operator(x.detach(), sigma=sigma, eps=eps, center="both"))

@@ -715,12 +715,31 @@ def _batches(n: int, batch_size: int, *, desc: str, progress: bool) -> Any:
 
 def _predict(model: nn.Module, x: Tensor, dev: torch.device, batch_size: int) -> Tensor:
     """Eval-mode, no-grad argmax predictions (caller restores modes)."""
+    return _predict_with_first(model, x, dev, batch_size)[0]
+
+
+def _predict_with_first(model: nn.Module, x: Tensor, dev: torch.device, batch_size: int) -> tuple[Tensor, Tensor]:
+    """Like :func:`_predict`, also returning the first batch's outputs (for the shape/CW checks).
+
+    Reusing the clean pass for those checks saves a probe forward per attack.
+    """
     model.eval()
     preds = []
+    first: Tensor | None = None
     with torch.no_grad():
         for i in range(0, x.shape[0], batch_size):
-            preds.append(_forward(model, x[i : i + batch_size].to(dev)).argmax(1).to(x.device))
-    return torch.cat(preds)
+            out = _forward(model, x[i : i + batch_size].to(dev))
+            if first is None:
+                first = out
+            preds.append(out.argmax(1).to(x.device))
+    assert first is not None  # _check_xy guarantees a non-empty x
+    return torch.cat(preds), first
+
+
+def _check_labels_fit(y: Tensor, n_out: int) -> None:
+    y_max = int(y.max())
+    if y_max >= n_out:
+        raise ValueError(f"y: expected class indices < {n_out} (the model's outputs), got {y_max}")
 
 
 def _build_attack(ta: Any, model: nn.Module, spec: AttackSpec, dev: torch.device, seed: int) -> Any:
@@ -750,18 +769,20 @@ def _run_attack(
     dev: torch.device,
     progress: bool,
     warn_cw: bool,
+    checked: bool = False,
 ) -> Tensor:
+    """Attack ``x`` batch by batch; ``checked=True`` when the caller already checked labels and CW."""
     ta = require("torchattacks", purpose=_PURPOSE)
     out: list[Tensor] = []
     with _attack_context(model, dev, seed):
         model.eval()
-        with torch.no_grad():
-            sample = _forward(model, x[:batch_size].to(dev))
-        n_out = sample.shape[1]
-        if int(y.max()) >= n_out:
-            raise ValueError(f"y: expected class indices < {n_out} (the model's outputs), got {int(y.max())}")
-        if warn_cw and spec.attack_class == "CW" and _looks_like_log_probs(sample):
-            warnings.warn(_CW_WARNING, UserWarning, stacklevel=3)
+        if not checked:
+            # One sample is enough to read the class count and the log-prob signature.
+            with torch.no_grad():
+                sample = _forward(model, x[:1].to(dev))
+            _check_labels_fit(y, sample.shape[1])
+            if warn_cw and spec.attack_class == "CW" and _looks_like_log_probs(sample):
+                warnings.warn(_CW_WARNING, UserWarning, stacklevel=3)
         atk = _build_attack(ta, model, spec, dev, seed)
         for i in _batches(x.shape[0], batch_size, desc=spec.name, progress=progress):
             xb = x[i : i + batch_size].to(dev)
@@ -1075,22 +1096,21 @@ def evaluate_suite(
             for m in model.modules():
                 if isinstance(m, IBModel):
                     stack.enter_context(m.capturing(False))
-            clean_pred = _predict(model, x, dev, batch_size)
-            if any(s.attack_class == "CW" for s in specs):
-                with torch.no_grad():
-                    sample = _forward(model, x[:batch_size].to(dev))
-                if _looks_like_log_probs(sample):
-                    warnings.warn(_CW_WARNING, UserWarning, stacklevel=2)
+            clean_pred, first_out = _predict_with_first(model, x, dev, batch_size)
     finally:
         for m, training in modes:
             m.training = training
+    _check_labels_fit(y, first_out.shape[1])
+    if any(s.attack_class == "CW" for s in specs) and _looks_like_log_probs(first_out):
+        warnings.warn(_CW_WARNING, UserWarning, stacklevel=2)
     clean_ok = clean_pred == y
     results: list[AttackResult] = []
     kept: dict[str, Tensor] = {}
     for spec in specs:
         start = time.perf_counter()
         adv = _run_attack(
-            model, spec, x, y, batch_size=batch_size, seed=seed, dev=dev, progress=progress, warn_cw=False
+            model, spec, x, y, batch_size=batch_size, seed=seed, dev=dev, progress=progress, warn_cw=False,
+            checked=True,
         )
         if dev.type == "cuda":
             torch.cuda.synchronize(dev)

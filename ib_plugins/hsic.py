@@ -28,6 +28,7 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import math
 from typing import Literal
 
@@ -114,8 +115,15 @@ def pairwise_sq_dists(a: Tensor) -> Tensor:
                 [25.,  0.]])
     """
     gram = a @ a.transpose(-1, -2)
-    sq = gram.diagonal(dim1=-2, dim2=-1)  # ‖a_i‖² from the Gram matrix: no extra pass over the features
-    return (sq.unsqueeze(-1) - 2.0 * gram + sq.unsqueeze(-2)).abs()
+    eye = torch.eye(a.shape[-2], dtype=torch.bool, device=a.device)
+    # ‖a_i‖² from the Gram matrix (no extra pass over the features), read as a masked row sum:
+    # torch.compile's inductor (torch 2.14) differentiates gram.diagonal() used next to gram wrongly
+    # (1-25 % off in float64; tests/test_hot_path.py), and the masked sum costs only m² flops.
+    sq = gram.masked_fill(~eye, 0.0).sum(-1)
+    dists = (sq.unsqueeze(-1) - 2.0 * gram + sq.unsqueeze(-2)).abs()
+    # The diagonal is exactly 0 in eager mode; pinned to 0 so that a compiler's recomputed ±1e-16
+    # there cannot pick a sign for abs()'s gradient.
+    return dists.masked_fill(eye, 0.0)
 
 
 def _median_sigma(dists: Tensor) -> Tensor:
@@ -266,6 +274,13 @@ def nocco_operator(kc: Tensor, *, eps: float = 1e-5) -> Tensor:
     return torch.linalg.solve(kc + (eps * m) * eye, kc, left=False)
 
 
+def _autocast_off(device_type: str) -> contextlib.AbstractContextManager[object]:
+    # Devices without autocast (meta, some out-of-tree backends) have nothing to switch off.
+    if torch.amp.is_autocast_available(device_type):
+        return torch.autocast(device_type=device_type, enabled=False)
+    return contextlib.nullcontext()
+
+
 def _kernel_dtype(dtype: torch.dtype) -> torch.dtype:
     # Kernels, centring and solves never run in half precision (autocast included).
     return torch.float32 if dtype in (torch.float16, torch.bfloat16) else dtype
@@ -312,7 +327,7 @@ def centered_kernel(
     if a.dim() < 2 or a.shape[-2] < 2:
         got = a.shape[-2] if a.dim() >= 2 else a.numel()
         raise ValueError(f"HSIC needs a batch of at least 2 samples, got {got}")
-    with torch.autocast(device_type=a.device.type, enabled=False):
+    with _autocast_off(a.device.type):
         a = a.to(_kernel_dtype(a.dtype))
         if kernel == "linear":
             return center_kernel(linear_kernel(a), center=center)

@@ -1272,6 +1272,14 @@ class Trainer:
         for key, value in zip(keys, totals):
             metrics[f"train_{key}"] = value / seen_all
         metrics["train_acc"] = totals[-2] / seen_all
+        if not math.isfinite(metrics["train_loss"]):
+            # Checked once per epoch, not per step (a per-step check would stall an accelerator);
+            # the checkpoint of the previous epoch is kept.
+            raise FloatingPointError(
+                f"the training loss became non-finite (NaN or inf) in epoch {epoch + 1}; its checkpoint was "
+                "not written, the previous epoch's is kept. Lower the learning rate, or set "
+                "check_finite=True on the IBModel to find the layer on the step it happens"
+            )
         if isinstance(self.model, IBModel) and self.model.mask is not None:
             metrics["masked_forwards"] = self.model.mask.num_masked
         return metrics

@@ -93,7 +93,13 @@ class IBModel(nn.Module):
         mask: optional channel mask; attached to ``mask_layer``.
         mask_layer: dotted name of the masked layer (required with ``mask``).
         check_finite: raise :class:`~ib_plugins.errors.NonFiniteActivationError` naming the layer when
-            an activation holds NaN/inf (costs one host synchronisation per :meth:`ib_loss`).
+            an activation holds NaN/inf. The check reads the ``[L]`` per-layer HSIC values (a
+            non-finite activation makes its layer's values non-finite), never the activations
+            themselves, and scans them only to name the culprit once something failed. ``None``
+            (default) checks where that is free, on CPU tensors, and skips it on accelerators,
+            where reading a value on the host would stall the device once per :meth:`ib_loss`
+            (the :class:`~ib_plugins.training.Trainer` still stops on a non-finite epoch loss);
+            ``True`` checks everywhere (one host synchronisation per call); ``False`` never.
         max_records: how many training forwards are remembered (TRADES-like trainers run two before
             computing their loss).
         global_batch: in a multi-process run, gather activations (with gradients), inputs and labels
@@ -115,7 +121,7 @@ class IBModel(nn.Module):
         bottleneck: HSICBottleneck,
         mask: ChannelMask | None = None,
         mask_layer: str | None = None,
-        check_finite: bool = True,
+        check_finite: bool | None = None,
         max_records: int = 4,
         global_batch: bool = False,
     ) -> None:
@@ -128,7 +134,9 @@ class IBModel(nn.Module):
             raise ValueError(f"max_records: expected an int >= 1, got {max_records!r}")
         self.model = model
         self.bottleneck = bottleneck
-        self.check_finite = bool(check_finite)
+        if check_finite is not None and not isinstance(check_finite, bool):
+            raise TypeError(f"check_finite: expected None, True or False, got {check_finite!r}")
+        self.check_finite = check_finite
         self.global_batch = bool(global_batch)
         resolve_layers(model, layers)  # validate before registering anything
         self._layers = tuple(layers)
@@ -392,14 +400,6 @@ class IBModel(nn.Module):
             raise ValueError(f"HSIC needs a batch of at least 2 samples, got {m}")
         names = list(record.activations)
         acts = [record.activations[name] for name in names]
-        if self.check_finite:
-            flags = torch.stack([t.isfinite().all() for t in acts])
-            if not bool(flags.all()):
-                bad = names[int((~flags).nonzero()[0, 0])]
-                raise NonFiniteActivationError(
-                    f"layer {bad.split('#')[0]!r} produced non-finite values (NaN or inf) in the recorded "
-                    "forward; the IB loss would be NaN (lower the learning rate or check the inputs)"
-                )
         num_classes = self.bottleneck.num_classes
         if num_classes is None:
             out = record.output
@@ -414,7 +414,11 @@ class IBModel(nn.Module):
 
             gathered = gather_batch([*acts, x, y], with_grad=[True] * len(acts) + [False, False])
             acts, x, y = gathered[: len(acts)], gathered[-2], gathered[-1]
-        return self.bottleneck(acts, x, y, num_classes=num_classes)
+        terms = self.bottleneck(acts, x, y, num_classes=num_classes)
+        check = self.check_finite if self.check_finite is not None else terms.loss.device.type == "cpu"
+        if check:
+            _raise_if_not_finite(terms, names, acts, x)
+        return terms
 
     def ib_loss(self, x: Tensor | None, y: Tensor, *, output: Any = None) -> Tensor:
         """``α·Σ_l nHSIC(T_l, X) − β·Σ_l nHSIC(T_l, Y)`` for a recorded forward (consumes it).
@@ -506,6 +510,28 @@ class IBModel(nn.Module):
         return f"layers={list(self._layers)}"
 
 
+def _raise_if_not_finite(terms: IBTerms, names: Sequence[str], acts: Sequence[Tensor], x: Tensor) -> None:
+    """One host read of the [L] per-layer values; the activations are scanned only on failure."""
+    ok = torch.isfinite(terms.hx) & torch.isfinite(terms.hy)
+    if bool(ok.all()) and bool(torch.isfinite(terms.loss)):
+        return
+    for name, t in zip(names, acts):
+        if not bool(t.detach().isfinite().all()):
+            raise NonFiniteActivationError(
+                f"layer {name.split('#')[0]!r} produced non-finite values (NaN or inf) in the recorded "
+                "forward; the IB loss would be NaN (lower the learning rate or check the inputs)"
+            )
+    bad = [n.split("#")[0] for n, flag in zip(names, ok.tolist()) if not flag] or list(names)
+    cause = (
+        "the inputs x hold NaN/inf" if x.is_floating_point() and not bool(x.isfinite().all())
+        else "check the labels, sigma and eps"
+    )
+    raise NonFiniteActivationError(
+        f"the IB terms of layer(s) {', '.join(map(repr, bad))} are non-finite although their activations "
+        f"are finite: {cause}"
+    )
+
+
 def wrap_model(
     model: nn.Module,
     ib_layers: LayerSpec,
@@ -518,7 +544,7 @@ def wrap_model(
     eps: float = 1e-5,
     mask_layer: str | None = None,
     mask: ChannelMask | str | None = None,
-    check_finite: bool = True,
+    check_finite: bool | None = None,
 ) -> IBModel:
     """Wrap ``model`` so that its chosen layers can be regularised by IB-RAR's HSIC bottleneck.
 
@@ -538,7 +564,8 @@ def wrap_model(
         mask: a :class:`~ib_plugins.channel_mask.ChannelMask`, or ``"paper"`` / ``"code"`` for one
             with that mode (code mode uses the preset's ``k``), or None. ``mask_layer`` alone implies
             ``"paper"``.
-        check_finite: raise, naming the layer, on NaN/inf activations.
+        check_finite: raise, naming the layer, on NaN/inf activations; None = where it is free
+            (CPU), True = also on accelerators (one host synchronisation per loss), False = never.
 
     Returns:
         The :class:`IBModel`.

@@ -476,3 +476,45 @@ def test_accuracy_vs_steps_and_plot(tmp_path):
     assert len(data) > 100 and data[:8] == b"\x89PNG\r\n\x1a\n"
     with pytest.raises(ValueError, match="curves"):
         plot_accuracy_vs_steps({"CE": ([1, 2], [0.5])}, tmp_path / "g.png")
+
+
+# --------------------------------------------------------------------------------------------------
+# Cost: no forward passes beyond what a hand-written torchattacks loop makes
+# --------------------------------------------------------------------------------------------------
+
+
+class CountingCNN(TinyCNN):
+    """Counts the samples it has been run on."""
+
+    samples = 0
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.samples += x.shape[0]
+        return super().forward(x)
+
+
+def test_evaluate_suite_runs_no_forward_beyond_a_plain_torchattacks_loop():
+    import torchattacks
+
+    x, y = _data(24)
+    specs = [AttackSpec("fgsm", "linf", 0.1, {}), AttackSpec("pgd", "linf", 0.1, {"alpha": 0.05, "steps": 2})]
+    torch.manual_seed(0)
+    model = CountingCNN().eval()
+    # By hand: one clean pass, then per attack the attack itself and one pass over its outputs.
+    with torch.no_grad():
+        model(x[:8]), model(x[8:16]), model(x[16:])
+    for spec in specs:
+        atk = getattr(torchattacks, spec.attack_class)(model, **spec.constructor_kwargs())
+        for i in range(0, 24, 8):
+            adv = atk(x[i : i + 8], y[i : i + 8])
+            with torch.no_grad():
+                model(adv)
+    by_hand, model.samples = model.samples, 0
+    evaluate_suite(model, x, y, specs, batch_size=8, progress=False)
+    assert model.samples == by_hand == 24 * (1 + (1 + 1) + (2 + 1))
+
+
+def test_evaluate_suite_checks_labels_against_the_model_outputs():
+    x, y = _data(8)
+    with pytest.raises(ValueError, match="y: expected class indices < 4 \\(the model's outputs\\), got 4"):
+        evaluate_suite(_model().eval(), x, torch.full_like(y, 4), [AttackSpec("fgsm", "linf", 0.1, {})], progress=False)
