@@ -871,3 +871,18 @@ def test_resume_is_exact_with_real_random_crop_and_flip(tmp_path):
         Trainer(cfg, out_dir=b, progress=False, callbacks=[_interrupt_after(1)]).fit()
     Trainer(cfg, out_dir=b, resume=True, progress=False).fit()
     _assert_same_weights(a / "checkpoint.pt", b / "checkpoint.pt")
+
+
+def test_non_finite_epoch_loss_stops_without_overwriting_the_last_checkpoint(tmp_path):
+    def poison_after_epoch_1(trainer, epoch, metrics):
+        if epoch == 1:
+            with torch.no_grad():
+                next(trainer.base.parameters()).fill_(float("nan"))
+
+    out = tmp_path / "run"
+    trainer = Trainer(_tiny(epochs=2), out_dir=out, progress=False, callbacks=[poison_after_epoch_1])
+    with pytest.raises(FloatingPointError, match=r"non-finite \(NaN or inf\) in epoch 2; its checkpoint was not written"):
+        trainer.fit()
+    ckpt = torch.load(out / "checkpoint.pt", map_location="cpu", weights_only=False)
+    assert ckpt["epoch"] == 1
+    assert all(bool(t.isfinite().all()) for t in ckpt["model"].values() if t.is_floating_point())
