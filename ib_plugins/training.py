@@ -1233,32 +1233,43 @@ class Trainer:
         correct = torch.zeros((), device=self.device)
         seen = 0
         batches = 0
-        iterator: Any = self.loader
         bar = None
         if self.progress and self.rank == 0:
             from tqdm.auto import tqdm
 
-            bar = tqdm(self.loader, desc=f"{c.method} epoch {epoch + 1}/{c.epochs}", leave=False, dynamic_ncols=True)
-            iterator = bar
-        for x, y in iterator:
-            x, y = x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
-            if self.augment is not None:
-                x = self.augment(x)
-            out = batch_loss(c, self.model, x, y, attack=self.attack, extra=self.extra, forward=self.forward)
-            self.optimizer.zero_grad(set_to_none=True)
-            out.loss.backward()
-            self.optimizer.step()
-            if isinstance(self.model, IBModel):
-                self.model.clear_records()  # unconsumed records (e.g. mask-only runs) would keep graphs alive
-            n = y.shape[0]
-            seen += n
-            batches += 1
-            correct += (out.logits.detach().argmax(1) == y).sum()
-            sums["loss"] = sums.get("loss", torch.zeros((), device=self.device)) + out.loss.detach() * n
-            for key, value in out.parts.items():
-                sums[key] = sums.get(key, torch.zeros((), device=self.device)) + value.float() * n
-            if bar is not None and (batches % 10 == 1 or batches == len(self.loader)):
-                bar.set_postfix({k: f"{float(v) / seen:.4g}" for k, v in sums.items()} | {"acc": f"{float(correct) / seen:.3f}"})
+            # A bar with a total, updated by hand, rather than tqdm(self.loader): tqdm.auto's class
+            # (tqdm_asyncio) calls iter() on its iterable in its constructor, which draws from the
+            # loader's generator and so changed the shuffling whenever progress bars were shown.
+            bar = tqdm(
+                total=len(self.loader), desc=f"{c.method} epoch {epoch + 1}/{c.epochs}", leave=False, dynamic_ncols=True
+            )
+        try:
+            for x, y in self.loader:
+                x, y = x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
+                if self.augment is not None:
+                    x = self.augment(x)
+                out = batch_loss(c, self.model, x, y, attack=self.attack, extra=self.extra, forward=self.forward)
+                self.optimizer.zero_grad(set_to_none=True)
+                out.loss.backward()
+                self.optimizer.step()
+                if isinstance(self.model, IBModel):
+                    self.model.clear_records()  # unconsumed records (e.g. mask-only runs) would keep graphs alive
+                n = y.shape[0]
+                seen += n
+                batches += 1
+                correct += (out.logits.detach().argmax(1) == y).sum()
+                sums["loss"] = sums.get("loss", torch.zeros((), device=self.device)) + out.loss.detach() * n
+                for key, value in out.parts.items():
+                    sums[key] = sums.get(key, torch.zeros((), device=self.device)) + value.float() * n
+                if bar is not None:
+                    bar.update(1)
+                    if batches % 10 == 1 or batches == len(self.loader):  # a host read every 10 batches
+                        bar.set_postfix(
+                            {k: f"{float(v) / seen:.4g}" for k, v in sums.items()} | {"acc": f"{float(correct) / seen:.3f}"}
+                        )
+        finally:
+            if bar is not None:
+                bar.close()
         if self.scheduler is not None:
             self.scheduler.step()
         keys = sorted(sums)

@@ -886,3 +886,17 @@ def test_non_finite_epoch_loss_stops_without_overwriting_the_last_checkpoint(tmp
     ckpt = torch.load(out / "checkpoint.pt", map_location="cpu", weights_only=False)
     assert ckpt["epoch"] == 1
     assert all(bool(t.isfinite().all()) for t in ckpt["model"].values() if t.is_floating_point())
+
+
+def test_progress_bars_do_not_change_the_run(tmp_path):
+    """Regression: tqdm.auto's class calls iter() on a wrapped iterable in its constructor, which drew
+    from the loader's generator, so showing progress bars changed the shuffling (and every result)."""
+    pytest.importorskip("tqdm", reason="the progress bar needs tqdm")
+    cfg = _tiny(epochs=2)
+    states = []
+    for progress in (False, True):
+        trainer = Trainer(cfg, out_dir=tmp_path / f"progress-{progress}", progress=progress)
+        trainer.fit()
+        states.append(trainer.base.state_dict())
+    assert states[0].keys() == states[1].keys()
+    assert all(torch.equal(states[0][k], states[1][k]) for k in states[0])
