@@ -61,7 +61,7 @@ class LayerNotFiredError(IBPluginsError, RuntimeError):
 
 
 class NonFiniteActivationError(IBPluginsError, FloatingPointError):
-    """A captured activation holds NaN or infinite values.
+    """A captured activation, or the IB terms computed from it, holds NaN or infinite values.
 
     Example:
         >>> issubclass(NonFiniteActivationError, ArithmeticError)

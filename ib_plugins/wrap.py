@@ -371,7 +371,7 @@ class IBModel(nn.Module):
         Raises:
             NoTrainingForwardError: no matching training forward was recorded.
             LayerNotFiredError: a hooked layer did not run in that forward.
-            NonFiniteActivationError: an activation holds NaN/inf (with ``check_finite``).
+            NonFiniteActivationError: an activation or the IB terms hold NaN/inf (see ``check_finite``).
             ValueError: batch sizes differ, labels are out of range, or fewer than 2 samples.
 
         Example:
@@ -434,7 +434,7 @@ class IBModel(nn.Module):
         Raises:
             NoTrainingForwardError: no matching training forward was recorded.
             LayerNotFiredError: a hooked layer did not run.
-            NonFiniteActivationError: an activation holds NaN/inf.
+            NonFiniteActivationError: an activation or the IB terms hold NaN/inf (see ``check_finite``).
             ValueError: inconsistent batch sizes or labels.
 
         Example:
