@@ -768,10 +768,9 @@ def _run_attack(
     seed: int,
     dev: torch.device,
     progress: bool,
-    warn_cw: bool,
     checked: bool = False,
 ) -> Tensor:
-    """Attack ``x`` batch by batch; ``checked=True`` when the caller already checked labels and CW."""
+    """Attack ``x`` batch by batch; ``checked=True``: the caller already checked labels and CW outputs."""
     ta = require("torchattacks", purpose=_PURPOSE)
     out: list[Tensor] = []
     with _attack_context(model, dev, seed):
@@ -781,7 +780,7 @@ def _run_attack(
             with torch.no_grad():
                 sample = _forward(model, x[:1].to(dev))
             _check_labels_fit(y, sample.shape[1])
-            if warn_cw and spec.attack_class == "CW" and _looks_like_log_probs(sample):
+            if spec.attack_class == "CW" and _looks_like_log_probs(sample):
                 warnings.warn(_CW_WARNING, UserWarning, stacklevel=3)
         atk = _build_attack(ta, model, spec, dev, seed)
         for i in _batches(x.shape[0], batch_size, desc=spec.name, progress=progress):
@@ -852,7 +851,7 @@ def run_attack(
     batch_size = _check_int(batch_size, "batch_size", minimum=1)
     seed = _check_int(seed, "seed")
     dev = _resolve_device(model, x, device)
-    return _run_attack(model, spec, x, y, batch_size=batch_size, seed=seed, dev=dev, progress=progress, warn_cw=True)
+    return _run_attack(model, spec, x, y, batch_size=batch_size, seed=seed, dev=dev, progress=progress)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -1109,8 +1108,7 @@ def evaluate_suite(
     for spec in specs:
         start = time.perf_counter()
         adv = _run_attack(
-            model, spec, x, y, batch_size=batch_size, seed=seed, dev=dev, progress=progress, warn_cw=False,
-            checked=True,
+            model, spec, x, y, batch_size=batch_size, seed=seed, dev=dev, progress=progress, checked=True
         )
         if dev.type == "cuda":
             torch.cuda.synchronize(dev)

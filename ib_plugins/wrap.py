@@ -513,7 +513,7 @@ class IBModel(nn.Module):
 def _raise_if_not_finite(terms: IBTerms, names: Sequence[str], acts: Sequence[Tensor], x: Tensor) -> None:
     """One host read of the [L] per-layer values; the activations are scanned only on failure."""
     ok = torch.isfinite(terms.hx) & torch.isfinite(terms.hy)
-    if bool(ok.all()) and bool(torch.isfinite(terms.loss)):
+    if bool(ok.all() & torch.isfinite(terms.loss)):
         return
     for name, t in zip(names, acts):
         if not bool(t.detach().isfinite().all()):
