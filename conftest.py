@@ -3,10 +3,15 @@
 The test models are tiny: intra-op threads only add overhead, and on a busy machine spinning
 OpenMP threads slow such models down many times over. Every test therefore runs on one torch
 thread; the previous setting is restored at the end of the session.
+
+The docstring examples create scratch folders with ``tempfile.mkdtemp()``, as a user would. So that
+a test run leaves nothing behind in the system's temporary folder, ``tempfile`` points into pytest's
+own temporary root for every test (pytest keeps the last three runs' roots and deletes older ones).
 """
 
 from __future__ import annotations
 
+import tempfile
 from collections.abc import Iterator
 
 import pytest
@@ -21,3 +26,8 @@ def _one_torch_thread() -> Iterator[None]:
         yield
     finally:
         torch.set_num_threads(previous)
+
+
+@pytest.fixture(autouse=True)
+def _tempfile_in_pytest_tmp(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path_factory.mktemp("tempfile")))
