@@ -85,7 +85,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ib_plugins.errors import IBPluginsError, LayerNotFiredError
-from ib_plugins.wrap import IBModel
+from ib_plugins.wrap import IBModel, _inference_modes
 
 __all__ = [
     "ADAPTIVE_ATTACKS",
@@ -741,27 +741,13 @@ def is_deterministic(model: nn.Module, x: Tensor, *, trials: int = 3, atol: floa
 
     dev = _module_device(model) or x.device
     cuda = [dev.index or 0] if dev.type == "cuda" else []
-    with _modes_restored(model), torch.random.fork_rng(devices=cuda), torch.no_grad():
+    with _inference_modes(model), torch.random.fork_rng(devices=cuda), torch.no_grad():
         model.eval()
         first = model(x.to(dev))
         for _ in range(trials - 1):
             if not torch.allclose(model(x.to(dev)), first, rtol=0.0, atol=atol, equal_nan=True):
                 return False
     return True
-
-
-@contextlib.contextmanager
-def _modes_restored(model: nn.Module) -> Iterator[None]:
-    modes = [(m, m.training) for m in model.modules()]
-    try:
-        with contextlib.ExitStack() as stack:
-            for m in model.modules():
-                if isinstance(m, IBModel):
-                    stack.enter_context(m.capturing(False))
-            yield
-    finally:
-        for m, training in modes:
-            m.training = training
 
 
 # --------------------------------------------------------------------------------------------------
@@ -1211,7 +1197,7 @@ def run_spec(
 def _predict(model: nn.Module, x: Tensor, *, batch_size: int, dev: torch.device, seed: int = 0) -> Tensor:
     cuda = [dev.index or 0] if dev.type == "cuda" else []
     preds = []
-    with _modes_restored(model), torch.random.fork_rng(devices=cuda), torch.no_grad():
+    with _inference_modes(model), torch.random.fork_rng(devices=cuda), torch.no_grad():
         torch.default_generator.manual_seed(seed)
         model.eval()
         for i in range(0, x.shape[0], batch_size):

@@ -62,6 +62,8 @@ import torch
 import torch.nn as nn
 from torch import Tensor
 
+from ib_plugins.wrap import _inference_modes
+
 __all__ = [
     "STATUSES",
     "CHECKS",
@@ -761,28 +763,18 @@ def train_surrogate(
 
 
 def _num_outputs(model: nn.Module, x: Tensor, dev: torch.device) -> int:
-    with torch.no_grad(), torch.random.fork_rng(devices=[dev.index or 0] if dev.type == "cuda" else []):
-        modes = [(m, m.training) for m in model.modules()]
-        try:
-            model.eval()
-            out = model(x[:2].to(dev))
-        finally:
-            for m, t in modes:
-                m.training = t
+    cuda = [dev.index or 0] if dev.type == "cuda" else []
+    with torch.no_grad(), torch.random.fork_rng(devices=cuda), _inference_modes(model):
+        out = model(x[:2].to(dev))
     if not isinstance(out, Tensor) or out.dim() != 2:
         raise TypeError(f"model: expected the forward to return logits [N, num_classes], got {type(out).__name__}")
     return int(out.shape[1])
 
 
 def _max_diff(model: nn.Module, x: Tensor, dev: torch.device) -> float:
-    with torch.no_grad(), torch.random.fork_rng(devices=[dev.index or 0] if dev.type == "cuda" else []):
-        modes = [(m, m.training) for m in model.modules()]
-        try:
-            model.eval()
-            a, b = model(x.to(dev)), model(x.to(dev))
-        finally:
-            for m, t in modes:
-                m.training = t
+    cuda = [dev.index or 0] if dev.type == "cuda" else []
+    with torch.no_grad(), torch.random.fork_rng(devices=cuda), _inference_modes(model):
+        a, b = model(x.to(dev)), model(x.to(dev))
     return float((a - b).abs().max())
 
 

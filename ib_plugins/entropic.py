@@ -77,6 +77,7 @@ from torch import Tensor
 
 from ib_plugins.errors import LayerNotFiredError
 from ib_plugins.layer_selection import resolve_layers
+from ib_plugins.wrap import _inference_modes
 
 __all__ = [
     "EntropyMode",
@@ -677,12 +678,10 @@ def compute_reference_entropy_flow(
     elif dev.type not in ("cpu", "meta"):
         fork_kwargs = {"devices": [dev.index or 0], "device_type": dev.type}
 
-    modes = [(m, m.training) for m in model.modules()]
     total: Tensor | None = None
     count = 0
     try:
-        model.eval()
-        with torch.random.fork_rng(**fork_kwargs), torch.no_grad(), probe:
+        with _inference_modes(model), torch.random.fork_rng(**fork_kwargs), torch.no_grad(), probe:
             for batch in iterator:
                 x = _inputs_of(batch)
                 if isinstance(x, Tensor):
@@ -693,8 +692,6 @@ def compute_reference_entropy_flow(
                 total = batch_sum if total is None else total + batch_sum
                 count += et.shape[0]
     finally:
-        for module, was_training in modes:
-            module.training = was_training
         close = getattr(iterator, "close", None)
         if iterator is not loader and callable(close):
             close()

@@ -59,7 +59,7 @@ from torch import Tensor
 
 from ib_plugins._optional import is_available, require
 from ib_plugins.data import get_dataset_info
-from ib_plugins.wrap import IBModel
+from ib_plugins.wrap import _inference_modes
 
 __all__ = [
     "AttackSpec",
@@ -660,24 +660,15 @@ def _cuda_devices(dev: torch.device) -> list[int]:
 
 @contextlib.contextmanager
 def _attack_context(model: nn.Module, dev: torch.device, seed: int) -> Iterator[None]:
-    """Fork and seed the RNGs, pause IBModel recording, restore every module's mode afterwards."""
-    modes = [(m, m.training) for m in model.modules()]
+    """Eval mode, IBModel recording paused, RNGs forked and seeded; modes restored afterwards."""
     cuda = _cuda_devices(dev)
-    try:
-        with contextlib.ExitStack() as stack:
-            for m in model.modules():
-                if isinstance(m, IBModel):
-                    stack.enter_context(m.capturing(False))
-            stack.enter_context(torch.random.fork_rng(devices=cuda))
-            # Seed only the forked generators (torch.manual_seed would also seed unforked CUDA ones).
-            torch.default_generator.manual_seed(seed)
-            for index in cuda:
-                with torch.cuda.device(index):
-                    torch.cuda.manual_seed(seed)
-            yield
-    finally:
-        for m, training in modes:
-            m.training = training
+    with _inference_modes(model), torch.random.fork_rng(devices=cuda):
+        # Seed only the forked generators (torch.manual_seed would also seed unforked CUDA ones).
+        torch.default_generator.manual_seed(seed)
+        for index in cuda:
+            with torch.cuda.device(index):
+                torch.cuda.manual_seed(seed)
+        yield
 
 
 def _forward(model: nn.Module, x: Tensor) -> Tensor:
@@ -1089,16 +1080,8 @@ def evaluate_suite(
     if dupes:
         raise ValueError(f"specs: expected unique attack names, got duplicates {dupes}")
     dev = _resolve_device(model, x, device)
-    modes = [(m, m.training) for m in model.modules()]
-    try:
-        with contextlib.ExitStack() as stack:
-            for m in model.modules():
-                if isinstance(m, IBModel):
-                    stack.enter_context(m.capturing(False))
-            clean_pred, first_out = _predict_with_first(model, x, dev, batch_size)
-    finally:
-        for m, training in modes:
-            m.training = training
+    with _inference_modes(model):
+        clean_pred, first_out = _predict_with_first(model, x, dev, batch_size)
     _check_labels_fit(y, first_out.shape[1])
     if any(s.attack_class == "CW" for s in specs) and _looks_like_log_probs(first_out):
         warnings.warn(_CW_WARNING, UserWarning, stacklevel=2)
@@ -1113,16 +1096,8 @@ def evaluate_suite(
         if dev.type == "cuda":
             torch.cuda.synchronize(dev)
         seconds = time.perf_counter() - start
-        modes = [(m, m.training) for m in model.modules()]
-        try:
-            with contextlib.ExitStack() as stack:
-                for m in model.modules():
-                    if isinstance(m, IBModel):
-                        stack.enter_context(m.capturing(False))
-                adv_pred = _predict(model, adv, dev, batch_size)
-        finally:
-            for m, training in modes:
-                m.training = training
+        with _inference_modes(model):
+            adv_pred = _predict(model, adv, dev, batch_size)
         adv_ok = adv_pred == y
         delta = (adv - x).flatten(1).float()
         results.append(
@@ -1282,12 +1257,8 @@ def noise_accuracy(
     seed = _check_int(seed, "seed")
     dev = _resolve_device(model, x, device)
     noisy = random_noise(x, norm=norm, eps=eps, generator=torch.Generator().manual_seed(seed))
-    modes = [(m, m.training) for m in model.modules()]
-    try:
+    with _inference_modes(model):
         pred = _predict(model, noisy, dev, batch_size)
-    finally:
-        for m, training in modes:
-            m.training = training
     return float((pred == y).float().mean())
 
 
@@ -1420,20 +1391,11 @@ def misclassification_tendency(
     _check_xy(x_adv, y)
     batch_size = _check_int(batch_size, "batch_size", minimum=1)
     dev = _resolve_device(model, x, device)
-    modes = [(m, m.training) for m in model.modules()]
-    try:
-        with contextlib.ExitStack() as stack:
-            for m in model.modules():
-                if isinstance(m, IBModel):
-                    stack.enter_context(m.capturing(False))
-            model.eval()
-            with torch.no_grad():
-                n_out = _forward(model, x[:1].to(dev)).shape[1]
-            clean = _predict(model, x, dev, batch_size).cpu()
-            adv = _predict(model, x_adv, dev, batch_size).cpu()
-    finally:
-        for m, training in modes:
-            m.training = training
+    with _inference_modes(model):
+        with torch.no_grad():
+            n_out = _forward(model, x[:1].to(dev)).shape[1]
+        clean = _predict(model, x, dev, batch_size).cpu()
+        adv = _predict(model, x_adv, dev, batch_size).cpu()
     c = n_out if num_classes is None else _check_int(num_classes, "num_classes", minimum=2)
     yc = y.cpu()
     if int(yc.max()) >= c or int(adv.max()) >= c:

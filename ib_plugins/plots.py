@@ -18,7 +18,6 @@ import os
 from collections.abc import Sequence
 from typing import Any
 
-import torch
 from torch import Tensor
 
 from ib_plugins._optional import require

@@ -23,6 +23,7 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections import deque
 from collections.abc import Iterator, Mapping, Sequence
@@ -38,7 +39,7 @@ from torch import Tensor
 from ib_plugins.activation_capture import ActivationCapture
 from ib_plugins.bottleneck import HSICBottleneck, IBTerms
 from ib_plugins.channel_mask import ChannelMask
-from ib_plugins.errors import LayerNotFiredError, NoTrainingForwardError, NonFiniteActivationError
+from ib_plugins.errors import LayerNotFiredError, NonFiniteActivationError, NoTrainingForwardError
 from ib_plugins.hsic import Kernel
 from ib_plugins.layer_selection import LayerSpec, expand_layer_spec, resolve_layers
 from ib_plugins.presets import preset_for_model
@@ -508,6 +509,28 @@ class IBModel(nn.Module):
 
     def extra_repr(self) -> str:
         return f"layers={list(self._layers)}"
+
+
+@contextmanager
+def _inference_modes(model: nn.Module, *, eval_mode: bool = True) -> Iterator[None]:
+    """Pause IBModel recording inside ``model``; restore every submodule's ``training`` flag on exit.
+
+    ``eval_mode`` switches the model to eval mode on entry. The flags come back also after an
+    exception. Shared by the evaluators (attack suites, AutoAttack, RobustBench, adaptive attacks, audits), so
+    an evaluation neither records activations nor leaves the model in another mode than it found it.
+    """
+    modes = [(m, m.training) for m in model.modules()]
+    try:
+        with contextlib.ExitStack() as stack:
+            for m in model.modules():
+                if isinstance(m, IBModel):
+                    stack.enter_context(m.capturing(False))
+            if eval_mode:
+                model.eval()
+            yield
+    finally:
+        for m, training in modes:
+            m.training = training
 
 
 def _raise_if_not_finite(terms: IBTerms, names: Sequence[str], acts: Sequence[Tensor], x: Tensor) -> None:

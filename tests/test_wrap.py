@@ -245,6 +245,26 @@ def test_capturing_false_records_nothing():
     assert ib_model.num_records == 1
 
 
+def test_inference_modes_pauses_recording_and_restores_each_modules_flag_even_on_error():
+    from ib_plugins.wrap import _inference_modes
+
+    ib_model = wrap_model(mlp(), ["2"], num_classes=10).train()
+    outer = nn.Sequential(ib_model).train()
+    ib_model.model[1].eval()  # a mixed state must come back as it was, module by module
+    before = [m.training for m in outer.modules()]
+    x, _ = _batch()
+    with pytest.raises(RuntimeError, match="boom"), _inference_modes(outer, eval_mode=False):
+        outer(x)  # train mode, but recording is paused inside the nested IBModel
+        assert ib_model.num_records == 0
+        raise RuntimeError("boom")
+    assert [m.training for m in outer.modules()] == before
+    with _inference_modes(outer):
+        assert not any(m.training for m in outer.modules())
+    assert [m.training for m in outer.modules()] == before
+    outer(x)
+    assert ib_model.num_records == 1  # recording is back on
+
+
 def test_float64_model():
     ib_model = wrap_model(mlp(), ["2", "4"], num_classes=10).to(torch.float64).train()
     x, y = _batch()

@@ -92,11 +92,9 @@ from typing import Any, Literal
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 from torch import Tensor
 
 from ib_plugins._optional import require
-from ib_plugins.errors import IBPluginsError
 from ib_plugins.training import mart_regularizer
 from ib_plugins.wrap import IBModel
 

@@ -59,7 +59,7 @@ from torch import Tensor
 
 from ib_plugins._optional import is_available, require
 from ib_plugins.errors import MissingOptionalDependencyError
-from ib_plugins.wrap import IBModel
+from ib_plugins.wrap import _inference_modes
 
 __all__ = [
     "NORMS",
@@ -784,16 +784,12 @@ def run_autoattack(
             "batch_size": batch_size,
         }
 
-    modes = [(m, m.training) for m in model.modules()]
     bar = _progress(len(bounds), progress)
     try:
         with contextlib.ExitStack() as stack:
-            for m in model.modules():
-                if isinstance(m, IBModel):
-                    stack.enter_context(m.capturing(False))
+            stack.enter_context(_inference_modes(model))
             stack.enter_context(torch.random.fork_rng(devices=_cuda_devices(dev)))
             checks = stack.enter_context(_collect_checks())
-            model.eval()
             for index, (lo, hi) in enumerate(bounds):
                 xb, yb = x[lo:hi], y[lo:hi]
                 xd, yd = xb.to(dev), yb.to(dev)
@@ -852,8 +848,6 @@ def run_autoattack(
     finally:
         if bar is not None:
             bar.close()
-        for m, training in modes:
-            m.training = training
     if not final_attacks and version != "custom":
         final_attacks = {
             "standard": ("apgd-ce", "apgd-t", "fab-t", "square"),

@@ -56,7 +56,7 @@ from ib_plugins._optional import require
 from ib_plugins.adapters.autoattack_eval import AutoAttackCompat, _is_upstream_api, run_autoattack
 from ib_plugins.errors import IBPluginsError, MissingOptionalDependencyError
 from ib_plugins.leaderboard import LeaderboardEntry
-from ib_plugins.wrap import IBModel
+from ib_plugins.wrap import IBModel, _inference_modes
 
 __all__ = [
     "LEADERBOARD_THREAT_MODELS",
@@ -559,15 +559,9 @@ def evaluate_for_leaderboard(
     suite_result: dict[str, Any] | None = None
     if attack_suite is not None:
         evaluation = importlib.import_module("ib_plugins.evaluation")
-        modes = [(m, m.training) for m in model.modules()]
-        try:
-            model.eval()
-            with torch.no_grad():
-                first = x[:1].to(next((p.device for p in model.parameters()), x.device))
-                num_classes = int(model(first).shape[1])
-        finally:
-            for m, training in modes:
-                m.training = training
+        with _inference_modes(model), torch.no_grad():
+            first = x[:1].to(next((p.device for p in model.parameters()), x.device))
+            num_classes = int(model(first).shape[1])
         options = dict(suite_options or {})
         if threat == "Linf":
             options.setdefault("eps", eps)
