@@ -742,7 +742,6 @@ def is_deterministic(model: nn.Module, x: Tensor, *, trials: int = 3, atol: floa
     dev = _module_device(model) or x.device
     cuda = [dev.index or 0] if dev.type == "cuda" else []
     with _inference_modes(model), torch.random.fork_rng(devices=cuda), torch.no_grad():
-        model.eval()
         first = model(x.to(dev))
         for _ in range(trials - 1):
             if not torch.allclose(model(x.to(dev)), first, rtol=0.0, atol=atol, equal_nan=True):
@@ -1102,7 +1101,6 @@ def run_adaptive_attack(
     dev = _resolve_device(model, x, device)
     out: list[Tensor] = []
     with _attack_context(model, dev, seed), contextlib.ExitStack() as stack:
-        model.eval()
         with torch.no_grad():
             n_out = _logits(model, x[:1].to(dev)).shape[1]
         if int(y.max()) >= n_out:
@@ -1199,7 +1197,6 @@ def _predict(model: nn.Module, x: Tensor, *, batch_size: int, dev: torch.device,
     preds = []
     with _inference_modes(model), torch.random.fork_rng(devices=cuda), torch.no_grad():
         torch.default_generator.manual_seed(seed)
-        model.eval()
         for i in range(0, x.shape[0], batch_size):
             preds.append(_logits(model, x[i : i + batch_size].to(dev)).argmax(1).to(x.device))
     return torch.cat(preds)

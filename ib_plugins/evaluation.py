@@ -705,7 +705,7 @@ def _batches(n: int, batch_size: int, *, desc: str, progress: bool) -> Any:
 
 
 def _predict(model: nn.Module, x: Tensor, dev: torch.device, batch_size: int) -> Tensor:
-    """Eval-mode, no-grad argmax predictions (caller restores modes)."""
+    """No-grad argmax predictions; call inside ``_inference_modes(model)`` (eval mode, modes restored)."""
     return _predict_with_first(model, x, dev, batch_size)[0]
 
 
@@ -714,7 +714,6 @@ def _predict_with_first(model: nn.Module, x: Tensor, dev: torch.device, batch_si
 
     Reusing the clean pass for those checks saves a probe forward per attack.
     """
-    model.eval()
     preds = []
     first: Tensor | None = None
     with torch.no_grad():
@@ -765,7 +764,6 @@ def _run_attack(
     ta = require("torchattacks", purpose=_PURPOSE)
     out: list[Tensor] = []
     with _attack_context(model, dev, seed):
-        model.eval()
         if not checked:
             # One sample is enough to read the class count and the log-prob signature.
             with torch.no_grad():

@@ -519,18 +519,22 @@ def _inference_modes(model: nn.Module, *, eval_mode: bool = True) -> Iterator[No
     exception. Shared by the evaluators (attack suites, AutoAttack, RobustBench, adaptive attacks, audits), so
     an evaluation neither records activations nor leaves the model in another mode than it found it.
     """
-    modes = [(m, m.training) for m in model.modules()]
+    # Evaluators enter this a few times per attack: touch (slow) nn.Module.__setattr__ only where
+    # a flag actually changes.
+    modules = list(model.modules())
+    modes = [m.training for m in modules]
     try:
         with contextlib.ExitStack() as stack:
-            for m in model.modules():
+            for m in modules:
                 if isinstance(m, IBModel):
                     stack.enter_context(m.capturing(False))
-            if eval_mode:
+            if eval_mode and any(modes):
                 model.eval()
             yield
     finally:
-        for m, training in modes:
-            m.training = training
+        for m, training in zip(modules, modes):
+            if m.training != training:
+                m.training = training
 
 
 def _raise_if_not_finite(terms: IBTerms, names: Sequence[str], acts: Sequence[Tensor], x: Tensor) -> None:
