@@ -38,6 +38,7 @@ _TRAIN_HELP = {
     "ib_on": "forwards the IB term regularises under adversarial training: adv, clean, both",
     "x_for_ib": "X of I(X,T): clean (authors) or adv",
     "init_checkpoint": "checkpoint to start from (entropic retraining)",
+    "amp": "mixed precision: bf16 or fp16 (torch.autocast; fp16 adds a GradScaler; HSIC stays float32)",
     "train_limit": "train on a stratified subset of N images",
     "test_limit": "test on a stratified subset of N images",
 }
@@ -62,6 +63,8 @@ def _add_train_options(parser: argparse.ArgumentParser) -> None:
         typ, is_bool = _field_type(field)
         default_text = field.default if field.default is not dataclasses.MISSING else None
         help_text = _TRAIN_HELP.get(field.name, field.name.replace("_", " "))
+        if field.name == "amp":
+            default_text = "off, float32"
         help_text += f" (default: {default_text if default_text is not None else 'from the preset'})"
         if is_bool:
             parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=help_text)

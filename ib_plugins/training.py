@@ -155,6 +155,10 @@ class TrainConfig:
         eval_every: evaluate clean test accuracy every n epochs (and at the end).
         ib_global_batch: under ``torchrun``, estimate HSIC on the batch gathered from all ranks
             (default: each rank on its local batch).
+        amp: mixed precision: None (float32, the default), ``"bf16"`` or ``"fp16"``. The forward
+            passes, the training attack and the loss run under :func:`torch.autocast` with that
+            dtype; ``"fp16"`` also scales the loss with a :class:`torch.amp.GradScaler` (saved in
+            checkpoints). The HSIC kernels, solves and mask scores always run in float32.
 
     Example:
         >>> TrainConfig(method="ce", ib=True).method
@@ -206,6 +210,7 @@ class TrainConfig:
     test_limit: int | None = None
     eval_every: int = 1
     ib_global_batch: bool = False
+    amp: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """The config as a JSON-serialisable dict.
@@ -291,6 +296,8 @@ def resolve_config(config: TrainConfig) -> TrainConfig:
     if c.mask is not None:
         _choice("mask", c.mask, ("paper", "code"))
     _choice("x_for_ib", c.x_for_ib, ("clean", "adv"))
+    if c.amp is not None:
+        _choice("amp", c.amp, ("bf16", "fp16"))
     for name in ("epochs", "batch_size", "pgd_steps", "mask_every", "step_size", "eval_every", "vib_k"):
         value = getattr(c, name)
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
@@ -1025,6 +1032,10 @@ class Trainer:
         self.scheduler = (
             torch.optim.lr_scheduler.StepLR(self.optimizer, step_size=c.step_size, gamma=c.gamma) if c.schedule == "step" else None
         )
+        self.amp_dtype = {None: None, "bf16": torch.bfloat16, "fp16": torch.float16}[c.amp]
+        if self.amp_dtype is not None and not torch.amp.is_autocast_available(self.device.type):
+            raise ValueError(f"amp: torch.autocast is not available on device {str(self.device)!r}; use amp=None")
+        self.scaler = torch.amp.GradScaler(self.device.type) if c.amp == "fp16" else None
         at = c.method in _AT_METHODS or (c.method == "hbar" and c.hbar_adv)
         needs_pgd = at and not (c.method == "trades" and c.variant == "standard")
         self.attack = TrainingAttack(self.model, eps=c.eps, alpha=c.pgd_alpha, steps=c.pgd_steps) if needs_pgd else None
@@ -1103,6 +1114,7 @@ class Trainer:
             "ib_state": self.model.state_dict() if isinstance(self.model, IBModel) else None,
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict() if self.scheduler is not None else None,
+            "grad_scaler": self.scaler.state_dict() if self.scaler is not None else None,
             "rng": self._gather_rng_states(),
             "config": self.config.to_dict(),
             "history": self.history,
@@ -1128,6 +1140,8 @@ class Trainer:
         self.optimizer.load_state_dict(ckpt["optimizer"])
         if self.scheduler is not None and ckpt["scheduler"] is not None:
             self.scheduler.load_state_dict(ckpt["scheduler"])
+        if self.scaler is not None and ckpt.get("grad_scaler") is not None:
+            self.scaler.load_state_dict(ckpt["grad_scaler"])
         rng = ckpt["rng"]
         if isinstance(rng, list):
             if len(rng) != self.world:
@@ -1248,10 +1262,19 @@ class Trainer:
                 x, y = x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
                 if self.augment is not None:
                     x = self.augment(x)
-                out = batch_loss(c, self.model, x, y, attack=self.attack, extra=self.extra, forward=self.forward)
+                if self.amp_dtype is None:
+                    out = batch_loss(c, self.model, x, y, attack=self.attack, extra=self.extra, forward=self.forward)
+                else:
+                    with torch.autocast(self.device.type, dtype=self.amp_dtype):
+                        out = batch_loss(c, self.model, x, y, attack=self.attack, extra=self.extra, forward=self.forward)
                 self.optimizer.zero_grad(set_to_none=True)
-                out.loss.backward()
-                self.optimizer.step()
+                if self.scaler is None:
+                    out.loss.backward()
+                    self.optimizer.step()
+                else:
+                    self.scaler.scale(out.loss).backward()
+                    self.scaler.step(self.optimizer)
+                    self.scaler.update()
                 if isinstance(self.model, IBModel):
                     self.model.clear_records()  # unconsumed records (e.g. mask-only runs) would keep graphs alive
                 n = y.shape[0]

@@ -530,7 +530,7 @@ def test_resolve_keeps_explicit_values_is_idempotent_and_does_not_mutate():
     assert (c.weight_decay, c.momentum, c.y_kernel, c.eps, c.pgd_alpha) == (0.5, 0.3, "gaussian", 0.2, 0.05)
     assert cfg.to_dict() == before
     assert resolve_config(c) == c
-    optional = ("init_checkpoint", "data_dir", "mask", "train_limit", "test_limit")
+    optional = ("init_checkpoint", "data_dir", "mask", "train_limit", "test_limit", "amp")
     assert all(v is not None for k, v in c.to_dict().items() if k not in optional)
 
 
@@ -886,6 +886,43 @@ def test_non_finite_epoch_loss_stops_without_overwriting_the_last_checkpoint(tmp
     ckpt = torch.load(out / "checkpoint.pt", map_location="cpu", weights_only=False)
     assert ckpt["epoch"] == 1
     assert all(bool(t.isfinite().all()) for t in ckpt["model"].values() if t.is_floating_point())
+
+
+def test_amp_rejects_an_unknown_precision():
+    with pytest.raises(ValueError, match=r"amp: expected one of 'bf16', 'fp16', got 'fp32'"):
+        resolve_config(TrainConfig(amp="fp32"))
+
+
+def test_amp_bf16_trains_ib_and_mask_close_to_float32_but_not_equal(tmp_path):
+    cfg = _tiny(ib=True, mask="code", mask_every=1, epochs=2)
+    runs = {}
+    for amp in (None, "bf16"):
+        trainer = Trainer(dataclasses.replace(cfg, amp=amp), out_dir=tmp_path / str(amp), progress=False)
+        runs[amp] = (trainer.fit(), trainer.base.state_dict())
+    (m32, s32), (m16, s16) = runs[None], runs["bf16"]
+    assert all(math.isfinite(m16[k]) for k in ("train_loss", "train_task", "train_hx", "train_hy"))
+    # autocast really ran (bf16 rounding changes the weights) ...
+    assert any(not torch.equal(s32[k], s16[k]) for k in s32 if s32[k].is_floating_point())
+    # ... and the weights stay float32, the losses close to the float32 run's
+    assert all(v.dtype == torch.float32 for v in s16.values() if v.is_floating_point())
+    for key in ("train_task", "train_hx", "train_hy"):
+        assert math.isclose(m16[key], m32[key], rel_tol=0.05), (key, m16[key], m32[key])
+
+
+def test_amp_fp16_checkpoints_the_grad_scaler_and_resumes_exactly(tmp_path):
+    cfg = _tiny(ib=True, epochs=2, amp="fp16")  # 4 batches per epoch
+    a, b = tmp_path / "straight", tmp_path / "resumed"
+    Trainer(cfg, out_dir=a, progress=False).fit()
+    with pytest.raises(_Interrupt):
+        Trainer(cfg, out_dir=b, progress=False, callbacks=[_interrupt_after(1)]).fit()
+    mid = torch.load(b / "checkpoint.pt", weights_only=True)["grad_scaler"]
+    assert mid["_growth_tracker"] == 4 and mid["scale"] == 2.0**16  # no overflow: 4 steps since the last one
+    Trainer(cfg, out_dir=b, resume=True, progress=False).fit()
+    _assert_same_weights(a / "checkpoint.pt", b / "checkpoint.pt")
+    # The scaler's state came back: a fresh scaler would have counted 4 steps, not 8.
+    for d in (a, b):
+        assert torch.load(d / "checkpoint.pt", weights_only=True)["grad_scaler"]["_growth_tracker"] == 8
+    assert json.loads((a / "config.json").read_text())["amp"] == "fp16"
 
 
 def test_progress_bars_do_not_change_the_run(tmp_path):
