@@ -6,7 +6,8 @@ thread; the previous setting is restored at the end of the session.
 
 The docstring examples create scratch folders with ``tempfile.mkdtemp()``, as a user would. So that
 a test run leaves nothing behind in the system's temporary folder, ``tempfile`` points into pytest's
-own temporary root for every test (pytest keeps the last three runs' roots and deletes older ones).
+own temporary root for every test, in this process and (through ``TMPDIR``) in the subprocesses the
+tests start (pytest keeps the last three runs' roots and deletes older ones).
 """
 
 from __future__ import annotations
@@ -30,4 +31,6 @@ def _one_torch_thread() -> Iterator[None]:
 
 @pytest.fixture(autouse=True)
 def _tempfile_in_pytest_tmp(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path_factory.mktemp("tempfile")))
+    scratch = str(tmp_path_factory.mktemp("tempfile"))
+    monkeypatch.setattr(tempfile, "tempdir", scratch)
+    monkeypatch.setenv("TMPDIR", scratch)  # the same for subprocesses (benchmark, examples, torchrun workers)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import math
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -53,6 +54,9 @@ EXPECTED_ROWS = [
 
 
 def _run(out: Path, *extra: str) -> subprocess.CompletedProcess[str]:
+    # Module-scoped callers run before the per-test fixture that points TMPDIR into pytest's root.
+    scratch = out.parent / f"{out.name}-tmp"
+    scratch.mkdir(exist_ok=True)
     return subprocess.run(
         [sys.executable, str(SCRIPT), "--quick", "--out", str(out), *extra],
         cwd=ROOT,
@@ -60,6 +64,7 @@ def _run(out: Path, *extra: str) -> subprocess.CompletedProcess[str]:
         text=True,
         timeout=TIMEOUT_S,
         check=False,
+        env=dict(os.environ, TMPDIR=str(scratch)),
     )
 
 
