@@ -143,7 +143,8 @@ def channel_scores(
     with torch.no_grad():
         feats = features.detach()
         rows = feats.reshape(m, c, -1).transpose(0, 1)  # [C, m, s]
-        targets = labels_to_targets(y, num_classes, dtype=torch.float64 if feats.dtype == torch.float64 else torch.float32)
+        target_dtype = torch.float64 if feats.dtype == torch.float64 else torch.float32
+        targets = labels_to_targets(y, num_classes, dtype=target_dtype)
         if rows.shape[-1] == 1 and rows.dtype in (torch.float32, torch.float64) and rows.device.type == "cpu":
             # 1x1 maps (VGG block 5, ResNet's pooled vector): explicit feature map + Woodbury. Its
             # series length depends on max|f|, a host read; accelerators take the sync-free batched

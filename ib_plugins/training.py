@@ -1032,9 +1032,12 @@ class Trainer:
         self.scheduler = (
             torch.optim.lr_scheduler.StepLR(self.optimizer, step_size=c.step_size, gamma=c.gamma) if c.schedule == "step" else None
         )
-        self.amp_dtype = {None: None, "bf16": torch.bfloat16, "fp16": torch.float16}[c.amp]
-        if self.amp_dtype is not None and not torch.amp.is_autocast_available(self.device.type):
-            raise ValueError(f"amp: torch.autocast is not available on device {str(self.device)!r}; use amp=None")
+        self._amp_context: Callable[[], Any] = _null_context
+        if c.amp is not None:
+            if not torch.amp.is_autocast_available(self.device.type):
+                raise ValueError(f"amp: torch.autocast is not available on device {str(self.device)!r}; use amp=None")
+            dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}[c.amp]
+            self._amp_context = lambda: torch.autocast(self.device.type, dtype=dtype)
         self.scaler = torch.amp.GradScaler(self.device.type) if c.amp == "fp16" else None
         at = c.method in _AT_METHODS or (c.method == "hbar" and c.hbar_adv)
         needs_pgd = at and not (c.method == "trades" and c.variant == "standard")
@@ -1262,11 +1265,8 @@ class Trainer:
                 x, y = x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
                 if self.augment is not None:
                     x = self.augment(x)
-                if self.amp_dtype is None:
+                with self._amp_context():
                     out = batch_loss(c, self.model, x, y, attack=self.attack, extra=self.extra, forward=self.forward)
-                else:
-                    with torch.autocast(self.device.type, dtype=self.amp_dtype):
-                        out = batch_loss(c, self.model, x, y, attack=self.attack, extra=self.extra, forward=self.forward)
                 self.optimizer.zero_grad(set_to_none=True)
                 if self.scaler is None:
                     out.loss.backward()

@@ -512,12 +512,13 @@ class IBModel(nn.Module):
 
 
 @contextmanager
-def _inference_modes(model: nn.Module, *, eval_mode: bool = True) -> Iterator[None]:
-    """Pause IBModel recording inside ``model``; restore every submodule's ``training`` flag on exit.
+def _inference_modes(model: nn.Module) -> Iterator[None]:
+    """Eval mode with IBModel recording paused; every submodule's ``training`` flag restored on exit.
 
-    ``eval_mode`` switches the model to eval mode on entry. The flags come back also after an
-    exception. Shared by the evaluators (attack suites, AutoAttack, RobustBench, adaptive attacks, audits), so
-    an evaluation neither records activations nor leaves the model in another mode than it found it.
+    The flags come back also after an exception. Recording stays paused even if code inside switches
+    the model to train mode (e.g. an attack configured to run in train mode). Shared by the
+    evaluators (attack suites, AutoAttack, RobustBench, adaptive attacks, audits), so an evaluation
+    neither records activations nor leaves the model in another mode than it found it.
     """
     # Evaluators enter this a few times per attack: touch (slow) nn.Module.__setattr__ only where
     # a flag actually changes.
@@ -528,7 +529,7 @@ def _inference_modes(model: nn.Module, *, eval_mode: bool = True) -> Iterator[No
             for m in modules:
                 if isinstance(m, IBModel):
                     stack.enter_context(m.capturing(False))
-            if eval_mode and any(modes):
+            if any(modes):
                 model.eval()
             yield
     finally:

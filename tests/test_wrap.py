@@ -253,8 +253,9 @@ def test_inference_modes_pauses_recording_and_restores_each_modules_flag_even_on
     ib_model.model[1].eval()  # a mixed state must come back as it was, module by module
     before = [m.training for m in outer.modules()]
     x, _ = _batch()
-    with pytest.raises(RuntimeError, match="boom"), _inference_modes(outer, eval_mode=False):
-        outer(x)  # train mode, but recording is paused inside the nested IBModel
+    with pytest.raises(RuntimeError, match="boom"), _inference_modes(outer):
+        outer.train()  # as an attack configured to run in train mode would
+        outer(x)  # a training forward, but recording is paused inside the nested IBModel
         assert ib_model.num_records == 0
         raise RuntimeError("boom")
     assert [m.training for m in outer.modules()] == before
