@@ -465,15 +465,20 @@ def section_c(res: Results, ctx: dict[str, Any], args: argparse.Namespace, sizes
     fns: dict[str, Callable[[], Any]] = {}
     shapes = sizes["mask_shapes"]
     tags = []
-    for shape in shapes:
-        feats = torch.relu(torch.randn(shape, generator=g)).to(device)
-        tag = "x".join(str(s) for s in shape[1:])
+    # The scalar-channel maps once more with activations ×10 (max|f| ≈ 43 > 3.7σ): on CPU these take
+    # the dense float64 solve instead of the short feature-map series; reported, not judged.
+    cases = [(shape, 1.0) for shape in shapes] + [(shape, 10.0) for shape in shapes if shape[2:] == (1, 1)]
+    for shape, scale in cases:
+        feats = (torch.relu(torch.randn(shape, generator=g)) * scale).to(device)
+        tag = "x".join(str(s) for s in shape[1:]) + ("" if scale == 1.0 else f"_x{scale:g}")
         tags.append((tag, shape))
         kk = min(k, shape[1] // 4)
         fns[f"vec_{tag}"] = (lambda f=feats, kk=kk: select_channels(
             f, x, y, num_classes=NUM_CLASSES, mode="code", k_low_y=kk, k_high_x=kk))
         fns[f"loop_{tag}"] = (lambda f=feats, kk=kk: loop_select(f, x, y, k_low_y=kk, k_high_x=kk))
-        a, b = fns[f"vec_{tag}"](), fns[f"loop_{tag}"]()
+        # agreement with the loop in float64 (a float32 loop can itself flip near-ties)
+        a = fns[f"vec_{tag}"]()
+        b = loop_select(feats.double(), x.double(), y, k_low_y=kk, k_high_x=kk)
         res.checks[f"c.mask_{tag}.selection_agrees"] = bool(torch.equal(a.cpu(), b.cpu()))
     # One VGG-16 CE training step in the same interleaved rounds, so that the selection's fraction
     # of a step is a paired per-round ratio (a step timed minutes earlier would carry the drift).
@@ -491,18 +496,19 @@ def section_c(res: Results, ctx: dict[str, Any], args: argparse.Namespace, sizes
             value=median(step_t), samples=step_t)
     for tag, shape in tags:
         vec, loop = times[f"vec_{tag}"], times[f"loop_{tag}"]
-        res.add(f"c.mask_{tag}.vectorised", f"(c) select_channels(code) on {list(shape)}: vectorised",
+        what = f"{list(shape)}" + ("" if "_x" not in tag else f" ×{tag.split('_x')[1]}")
+        res.add(f"c.mask_{tag}.vectorised", f"(c) select_channels(code) on {what}: vectorised",
                 kind="time", value=median(vec), samples=vec)
-        res.add(f"c.mask_{tag}.loop", f"(c) select_channels(code) on {list(shape)}: per-channel nhsic loop",
+        res.add(f"c.mask_{tag}.loop", f"(c) select_channels(code) on {what}: per-channel nhsic loop",
                 kind="time", value=median(loop), samples=loop)
         res.add(
-            f"c.mask_{tag}.speedup", f"(c) mask {list(shape)}: speed-up of vectorised over the loop", kind="derived",
+            f"c.mask_{tag}.speedup", f"(c) mask {what}: speed-up of vectorised over the loop", kind="derived",
             value=median(vec), samples=vec, baseline=f"c.mask_{tag}.loop", ratio=paired_ratio(loop, vec),
             ratio_of_medians=median(loop) / median(vec), ratio_name="speed-up",
         )
         res.add(
             f"c.mask_{tag}.fraction_of_vgg16_step",
-            f"(c) mask {list(shape)}: vectorised selection / one VGG-16 b{xs.shape[0]} CE step", kind="derived",
+            f"(c) mask {what}: vectorised selection / one VGG-16 b{xs.shape[0]} CE step", kind="derived",
             value=median(vec), samples=vec, baseline="c.vgg16_ce_step", ratio=paired_ratio(vec, step_t),
             ratio_of_medians=median(vec) / median(step_t), ratio_name="fraction of a step",
         )

@@ -41,6 +41,8 @@ EXPECTED_ROWS = [
     "c.mask_64x1x1.loop",
     "c.mask_64x1x1.speedup",
     "c.mask_64x1x1.fraction_of_vgg16_step",
+    "c.mask_64x1x1_x10.vectorised",
+    "c.mask_64x1x1_x10.speedup",
     "d.vgg16.ce",
     "d.vgg16.ib_robust",
     "d.vgg16.ib_all",
@@ -132,6 +134,7 @@ def test_quick_run_ratios_are_finite_and_positive(quick_run) -> None:
     # Sanity checks recorded by the run (properties, not speed).
     checks = data["checks"]
     assert checks["c.mask_64x1x1.selection_agrees"] is True
+    assert checks["c.mask_64x1x1_x10.selection_agrees"] is True  # large activations: dense float64 path
     assert checks["a.vgg16.masked_every_step"] is True
     assert checks["e.digits.pgd.same_accuracy"] is True
     assert checks["e.digits.fgsm.same_accuracy"] is True

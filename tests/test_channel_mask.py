@@ -19,7 +19,8 @@ from ib_plugins.channel_mask import channel_scores
 # --------------------------------------------------------------------------------------------
 
 
-def loop_scores(features: torch.Tensor, x: torch.Tensor | None, y: torch.Tensor, num_classes: int):
+def loop_scores(features: torch.Tensor, x: torch.Tensor | None, y: torch.Tensor, num_classes: int, *,
+                sigma: float = 5.0):
     m, c = features.shape[:2]
     y1h = F.one_hot(y, num_classes).to(features.dtype)
     x_flat = None if x is None else x.reshape(m, -1)
@@ -27,8 +28,8 @@ def loop_scores(features: torch.Tensor, x: torch.Tensor | None, y: torch.Tensor,
     for ch in range(c):
         f_c = features[:, ch].reshape(m, -1)
         if x_flat is not None:
-            ix[ch] = float(nhsic(x_flat, f_c, kernel_a="gaussian", kernel_b="gaussian", sigma=5.0))
-        iy[ch] = float(nhsic(f_c, y1h, kernel_a="gaussian", kernel_b="gaussian", sigma=5.0))
+            ix[ch] = float(nhsic(x_flat, f_c, kernel_a="gaussian", kernel_b="gaussian", sigma=sigma))
+        iy[ch] = float(nhsic(f_c, y1h, kernel_a="gaussian", kernel_b="gaussian", sigma=sigma))
     return ix, iy
 
 
@@ -180,6 +181,108 @@ def test_bad_mode_and_mismatched_batch_raise():
         select_channels(feats, x, y, num_classes=5)  # labels up to 9
 
 
+# Scalar channels (1x1 maps, 2-D features) on CPU take an explicit feature-map series whose length
+# depends on max|f|/σ, or a dense float64 solve when that series would be long; both must agree with
+# the per-channel loop at every activation scale (the series once stopped after one term for
+# max|f|/σ ≳ 5, and the scores came out near 0.77 instead of ≈ 6).
+SCALES = [0.01, 0.1, 1.0, 3.0, 10.0, 100.0]
+
+
+@pytest.mark.parametrize("scale", SCALES)
+@pytest.mark.parametrize("sigma", [1.0, 5.0])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["float32", "float64"])
+@pytest.mark.parametrize("layout", ["1x1", "2d"])
+def test_scalar_channel_scores_and_selection_match_the_loop_at_every_scale(scale, sigma, dtype, layout):
+    m, c, k = 60, 12, 2
+    g = torch.Generator().manual_seed(1)
+    base = torch.relu(torch.randn(m, c, dtype=torch.float64, generator=g)) * scale
+    feats = (base.reshape(m, c, 1, 1) if layout == "1x1" else base).to(dtype)
+    x = torch.rand(m, 3, 4, 4, dtype=torch.float64, generator=g).to(dtype)
+    y = torch.arange(m) % 6
+    ix, iy = channel_scores(feats, x, y, num_classes=6, sigma=sigma)
+    assert ix.dtype == iy.dtype == dtype
+    # the reference: a float64 loop of nhsic over the very values the fast path saw
+    rix, riy = loop_scores(feats.double(), x.double(), y, 6, sigma=sigma)
+    assert torch.allclose(ix.double(), rix, rtol=1e-4, atol=0.0), (ix, rix)
+    assert torch.allclose(iy.double(), riy, rtol=1e-4, atol=0.0), (iy, riy)
+    # the choices are not decided by rounding, so the kept channels must be exactly the loop's
+    assert _gap(riy.sort().values, k) > 1e-6 * float(riy.abs().max())
+    assert _gap(rix.sort().values, c - k) > 1e-6 * float(rix.abs().max())
+    keep = select_channels(feats, x, y, num_classes=6, mode="code", k_low_y=k, k_high_x=k, sigma=sigma)
+    assert torch.equal(keep, loop_keep_code(rix, riy, k, k))
+    keep_paper = select_channels(feats, None, y, num_classes=6, mode="paper", drop_frac=k / c, sigma=sigma)
+    expected = torch.ones(c, dtype=torch.bool)
+    expected[torch.argsort(riy)[:k]] = False
+    assert torch.equal(keep_paper, expected)
+
+
+def test_large_scalar_activations_reproducer_from_the_issue():
+    g = torch.Generator().manual_seed(0)
+    f = torch.relu(torch.randn(100, 6, 1, 1, dtype=torch.float64, generator=g)) * 10
+    x = torch.rand(100, 3, 32, 32, dtype=torch.float64, generator=g)
+    y = torch.arange(100) % 10
+    ix, _ = channel_scores(f, x, y, num_classes=10)
+    expected = torch.stack([nhsic(x, f[:, c]) for c in range(6)])
+    assert torch.allclose(ix, expected, rtol=1e-6)
+    assert float(ix.min()) > 3.0  # the broken series gave ≈ 0.77 for every channel
+
+
+@pytest.mark.parametrize("scale", [3.0, 10.0])
+def test_512_channel_code_mask_keeps_the_loops_channels(scale):
+    # ResNet-18's pooled vector in the authors' code mode (k = 20): once 38 of 40 dropped channels
+    # were wrong. scale 3 takes the series (p <= m/2), scale 10 the dense float64 solve.
+    g = torch.Generator().manual_seed(0)
+    feats = torch.relu(torch.randn(100, 512, generator=g)) * scale
+    x = torch.rand(100, 3, 8, 8, generator=g)
+    y = torch.arange(100) % 10
+    keep = select_channels(feats, x, y, num_classes=10, mode="code", k_low_y=20, k_high_x=20)
+    ix, iy = loop_scores(feats.double(), x.double(), y, 10)
+    assert torch.equal(keep, loop_keep_code(ix, iy, 20, 20))
+
+
+@pytest.mark.parametrize("z", [0.0, 1e-6, 0.5, 3.0, 10.0, 14.0, 30.0, 200.0, float("inf")])
+def test_series_length_bounds_the_poisson_tail(z):
+    from ib_plugins.channel_mask import _series_length
+
+    tol, limit = 1e-12, 80
+
+    def tail(p: int) -> float:  # P(Poisson(z) >= p), summed in log space far past the mode
+        if z == 0.0:
+            return 0.0 if p > 0 else 1.0
+        return sum(math.exp(-z + n * math.log(z) - math.lgamma(n + 1)) for n in range(p, p + 2000))
+
+    p = _series_length(z, tol=tol, limit=limit)
+    if p is None:
+        assert not math.isfinite(z) or tail(limit) >= tol
+        return
+    assert 1 <= p <= limit
+    assert tail(p) < tol
+    if p > 1 and z > 0:
+        assert tail(p - 1) >= tol * 1e-3  # not wastefully long
+
+
+def test_nan_features_raise_naming_the_argument_before_scoring():
+    from ib_plugins.errors import NonFiniteActivationError
+
+    feats, x, y = _data(c=6, spatial=(1, 1))
+    feats[3, 2] = float("nan")
+    with pytest.raises(NonFiniteActivationError, match="features"):
+        select_channels(feats, x, y, num_classes=10, mode="code", k_low_y=1, k_high_x=1)
+    feats[3, 2] = float("inf")
+    with pytest.raises(NonFiniteActivationError, match="features"):
+        channel_scores(feats, None, y, num_classes=10)
+
+
+@pytest.mark.parametrize(("kwargs", "match"), [
+    ({"sigma": 0.0}, "sigma"), ({"sigma": -1.0}, "sigma"), ({"sigma": float("nan")}, "sigma"),
+    ({"eps": 0.0}, "eps"), ({"eps": float("inf")}, "eps"), ({"chunk_size": 0}, "chunk_size"),
+])
+def test_select_channels_rejects_bad_bandwidth_before_any_work(kwargs, match):
+    feats, x, y = _data(c=6, spatial=(1, 1))
+    with pytest.raises(ValueError, match=match):
+        select_channels(feats, x, y, num_classes=10, mode="code", k_low_y=1, k_high_x=1, **kwargs)
+
+
 @pytest.mark.slow
 def test_vectorised_selection_is_ten_times_faster_than_the_loop():
     g = torch.Generator().manual_seed(0)
@@ -245,6 +348,22 @@ def test_schedule_every_batch():
 def test_bad_channel_mask_arguments_raise(kwargs, match):
     with pytest.raises(ValueError, match=match):
         ChannelMask(**kwargs)
+
+
+@pytest.mark.parametrize(("kwargs", "match"), [
+    ({"sigma": 0.0}, "sigma"), ({"sigma": -5.0}, "sigma"), ({"sigma": float("nan")}, "sigma"),
+    ({"sigma": float("inf")}, "sigma"), ({"sigma": "5"}, "sigma"), ({"eps": 0.0}, "eps"), ({"eps": -1e-5}, "eps"),
+    ({"eps": float("nan")}, "eps"), ({"chunk_size": 0}, "chunk_size"), ({"chunk_size": -3}, "chunk_size"),
+    ({"chunk_size": True}, "chunk_size"), ({"chunk_size": 2.5}, "chunk_size"),
+])
+def test_channel_mask_rejects_bad_hyperparameters_at_construction(kwargs, match):
+    with pytest.raises(ValueError, match=f"{match}: expected"):
+        ChannelMask(**kwargs)
+
+
+def test_channel_mask_check_finite_must_be_a_bool():
+    with pytest.raises(TypeError, match="check_finite"):
+        ChannelMask(check_finite="yes")
 
 
 def test_freeze_before_any_mask_raises():
@@ -443,3 +562,19 @@ def test_mask_layer_from_preset_and_mode_string():
     assert ib_model.mask.layer_name == "conv3"  # the digits-cnn preset's mask layer
     assert ib_model.mask.k_low_y == ib_model.mask.k_high_x == 3  # its mask_k
     ib_model.unwrap()
+
+
+def test_non_finite_activations_at_the_mask_layer_raise_naming_it_and_compute_no_mask():
+    from ib_plugins.errors import NonFiniteActivationError
+
+    net, mask, ib_model = _masked_model()
+    x, y = _xy()
+    x[2] = float("nan")  # propagates through the convolution to the masked layer's output
+    ib_model.train()
+    with ib_model.labels(y), pytest.raises(NonFiniteActivationError, match="mask layer 'features'"):
+        ib_model(x)
+    assert mask.last_keep is None and mask.num_masked == 0
+    x_ok, _ = _xy(seed=1)  # the model stays usable
+    with ib_model.labels(y):
+        ib_model(x_ok)
+    assert mask.num_masked == 1
