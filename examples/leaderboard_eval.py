@@ -11,6 +11,10 @@ the full standard AutoAttack with ``--standard``) and writes into ``--out``:
 * ``aa_state/<model>/chunk_*.json``: per-batch AutoAttack results; run the script again with
   the same ``--out`` and the finished batches are not attacked again.
 
+A model-info file already in ``--out`` from a run with other settings (another ε, number of
+examples, or model) is not silently merged: the script stops and names what differs; pass
+``--overwrite`` to replace it.
+
     python examples/leaderboard_eval.py --out results/              # ~30 s on 2 CPU cores
     python examples/leaderboard_eval.py --out results/ --standard   # RobustBench's standard AutoAttack, ~1.5 min
     python examples/leaderboard_eval.py --smoke                     # a few seconds (8 examples, APGD-CE only)
@@ -63,6 +67,8 @@ def main() -> None:
     parser.add_argument("--standard", action="store_true",
                         help="run standard AutoAttack (adds FAB-T and Square: about 1 min more on 2 CPU cores)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace model-info files in --out written by a run with other settings")
     args = parser.parse_args()
     out = args.out if args.out is not None else Path(tempfile.mkdtemp(prefix="ib_leaderboard_"))
     epochs = args.epochs or (1 if args.smoke else 4)
@@ -81,6 +87,7 @@ def main() -> None:
         entry = evaluate_for_leaderboard(
             model, x_test, y_test, dataset="digits", threat_model="Linf", eps=args.eps, model_name=name,
             n_examples=n_examples, batch_size=16, seed=args.seed, out_dir=out, state_dir=out / "aa_state" / name,
+            overwrite=args.overwrite,
             metadata={
                 "name": "IB-RAR (HSIC bottleneck)" if use_ib else "Cross-entropy baseline",
                 "architecture": "DigitsCNN",

@@ -1249,7 +1249,7 @@ def evaluate_specs(
         >>> res["pgd-ce"].accuracy == res.clean_accuracy
         True
     """
-    from ib_plugins.evaluation import AttackResult, SuiteResult, _check_model, _check_xy, _resolve_device
+    from ib_plugins.evaluation import SuiteResult, _attack_result, _check_model, _check_xy, _resolve_device
 
     model = _check_model(model)
     x, y = _check_xy(x, y)
@@ -1262,20 +1262,17 @@ def evaluate_specs(
     clean_ok = _predict(model, x, batch_size=batch_size, dev=dev, seed=seed) == y
     results = []
     kept: dict[str, Tensor] = {}
+    correct: dict[str, Tensor] = {"clean": clean_ok}
     for spec in specs:
         start = time.perf_counter()
         adv = run_spec(model, spec, x, y, ib_config=ib_config, entropic_config=entropic_config,
                        batch_size=batch_size, seed=seed, device=device, progress=progress)
         seconds = time.perf_counter() - start
         adv_ok = _predict(model, adv, batch_size=batch_size, dev=dev, seed=seed) == y
-        delta = (adv - x).flatten(1).float()
-        results.append(AttackResult(
-            spec=spec, n=int(y.shape[0]), n_robust=int(adv_ok.sum()), n_clean_correct=int(clean_ok.sum()),
-            n_flipped=int((clean_ok & ~adv_ok).sum()), seconds=seconds, max_linf=float(delta.abs().max()),
-            mean_l2=float(delta.norm(dim=1).mean()),
-        ))
+        results.append(_attack_result(spec, x, y, adv, clean_ok, adv_ok, seconds))
+        correct[spec.name] = adv_ok
         if keep_adversarial:
             kept[spec.name] = adv
     return SuiteResult(n=int(y.shape[0]), n_clean_correct=int(clean_ok.sum()), attacks=results, seed=seed,
-                       adversarial=MappingProxyType(kept))
+                       adversarial=MappingProxyType(kept), correct=MappingProxyType(correct))
 

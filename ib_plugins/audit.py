@@ -28,6 +28,15 @@ PGD here is :func:`ib_plugins.adaptive.run_adaptive_attack` (``pgd-ce``: Madry P
 the corrected CW-L2 (spec §2.7 item 11). A ``warn`` is a reason to look closer, not a proof of
 masking; a full ``pass`` is no proof of robustness either (Carlini et al. §5).
 
+The checks are of two kinds (:data:`CHECK_KINDS`) and the report headlines them differently: a
+warning of a **masking indicator** (every check but ``adaptive``) says the model may mislead
+gradient-based attacks, so its robustness may be overestimated (verdict ``"warn"``); a warning of a
+**weak-attack** check (``adaptive``: the defence-aware attack is weaker than plain PGD) says
+something about the *attack*, not the model (verdict ``"weak-attack"`` when it is the only kind).
+The audit's **robust accuracy** is the worst case over every attack it ran at the main ε: a sample
+counts as robust only if it is classified correctly before and after each of them
+(:attr:`AuditReport.robust_accuracy`).
+
 Output folder: ``audit.md`` (summary and one line per check at the top), ``audit.html`` (the same,
 self-contained: inline CSS, images as data URIs), ``accuracy_vs_eps.png``,
 ``accuracy_vs_steps.png``, ``audit.json`` (every number) and ``config.json``.
@@ -62,11 +71,14 @@ import torch
 import torch.nn as nn
 from torch import Tensor
 
+from ib_plugins._markdown import md_cell, md_json, md_text
 from ib_plugins.wrap import _inference_modes
 
 __all__ = [
     "STATUSES",
     "CHECKS",
+    "CHECK_KINDS",
+    "VERDICTS",
     "CheckResult",
     "AuditReport",
     "check_determinism",
@@ -106,6 +118,13 @@ CHECKS: Mapping[str, str] = {
     "adaptive": "Adaptive attack at least as strong as plain PGD",
     "loss-functions": "Margin-loss PGD does not beat CE PGD",
 }
+
+#: Check name -> ``"masking"`` (a warning is a sign of gradient masking: the model misleads the
+#: attacks) or ``"weak-attack"`` (a warning says the attack is weak, not the model).
+CHECK_KINDS: Mapping[str, str] = {name: "weak-attack" if name == "adaptive" else "masking" for name in CHECKS}
+
+#: The audit's possible verdicts: no check warns; a masking indicator warns; only weak-attack checks warn.
+VERDICTS = ("pass", "warn", "weak-attack")
 
 
 def _pct(v: float | None) -> str:
@@ -153,7 +172,8 @@ class CheckResult:
             >>> CheckResult("transfer", "skip", "no surrogate").line()[:8]
             '- SKIP  '
         """
-        return f"- {self.status.upper():<5} **{self.title}**: {self.message}"
+        kind = " _(attack strength, not masking)_" if CHECK_KINDS.get(self.name) == "weak-attack" else ""
+        return f"- {self.status.upper():<5} **{md_text(self.title)}**{kind}: {md_text(self.message)}"
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-serialisable dict.
@@ -494,6 +514,8 @@ class AuditReport:
         >>> r = AuditReport([CheckResult("large-eps", "warn", "x"), CheckResult("adaptive", "skip", "y")], {}, {})
         >>> r.verdict, r.warned
         ('warn', ['large-eps'])
+        >>> AuditReport([CheckResult("adaptive", "warn", "x")], {}, {}).verdict
+        'weak-attack'
     """
 
     checks: list[CheckResult]
@@ -504,13 +526,35 @@ class AuditReport:
 
     @property
     def verdict(self) -> str:
-        """``"warn"`` if any check warns, else ``"pass"``."""
-        return "warn" if self.warned else "pass"
+        """``"warn"`` if a masking indicator warns, ``"weak-attack"`` if only weak-attack checks warn, else ``"pass"``."""
+        if self.masking_warnings:
+            return "warn"
+        return "weak-attack" if self.weak_attack_warnings else "pass"
 
     @property
     def warned(self) -> list[str]:
-        """Names of the checks that warn."""
+        """Names of the checks that warn (both kinds)."""
         return [c.name for c in self.checks if c.status == "warn"]
+
+    @property
+    def masking_warnings(self) -> list[str]:
+        """Names of the masking-indicator checks that warn (see :data:`CHECK_KINDS`)."""
+        return [n for n in self.warned if CHECK_KINDS.get(n, "masking") == "masking"]
+
+    @property
+    def weak_attack_warnings(self) -> list[str]:
+        """Names of the weak-attack checks that warn (the attack, not the model; see :data:`CHECK_KINDS`)."""
+        return [n for n in self.warned if CHECK_KINDS.get(n, "masking") == "weak-attack"]
+
+    @property
+    def robust_accuracy(self) -> float | None:
+        """Worst-case accuracy over every attack the audit ran at the main ε (None before any ran).
+
+        A sample counts as robust only when it is classified correctly without attack and after
+        each of those attacks (the per-sample minimum, as AutoAttack reports it).
+        """
+        worst = self.numbers.get("worst_case") or {}
+        return worst.get("accuracy")
 
     def __getitem__(self, name: str) -> CheckResult:
         """The check called ``name``.
@@ -532,14 +576,35 @@ class AuditReport:
         Example:
             >>> AuditReport([CheckResult("large-eps", "pass", "x")], {}, {}).summary()
             'PASS: all 1 applicable checks pass (0 skipped); no sign of gradient masking found by these checks.'
+            >>> print(AuditReport([CheckResult("large-eps", "pass", "x"), CheckResult("adaptive", "warn", "y")],
+            ...                   {"worst_case": {"accuracy": 0.5, "eps": 0.1, "attacks": ["pgd", "fgsm"]}}, {}).summary())
+            PASS on the 1 applicable masking check (0 skipped): no sign of gradient masking. Weak attack: adaptive (the defence-aware attack is weaker than plain PGD; a finding about the attack, not the model). Robust accuracy: 50.0% (worst case over 2 attacks at eps=0.1).
         """
         applicable = [c for c in self.checks if c.status != "skip"]
         skipped = len(self.checks) - len(applicable)
+        weak = self.weak_attack_warnings
+        weak_text = (
+            f"Weak attack: {', '.join(weak)} (the defence-aware attack is weaker than plain PGD; a finding about the "
+            "attack, not the model)." if weak else ""
+        )
+        worst = self.numbers.get("worst_case") or {}
+        robust_text = (
+            f"Robust accuracy: {_pct(worst['accuracy'])} (worst case over {len(worst.get('attacks', []))} attacks at "
+            f"eps={worst.get('eps', '?'):g})." if worst.get("accuracy") is not None else ""
+        )
         if not self.warned:
-            return (f"PASS: all {len(applicable)} applicable checks pass ({skipped} skipped); no sign of gradient "
+            head = (f"PASS: all {len(applicable)} applicable checks pass ({skipped} skipped); no sign of gradient "
                     "masking found by these checks.")
-        return (f"WARN: {len(self.warned)} of {len(applicable)} applicable checks warn ({', '.join(self.warned)}); "
-                f"{skipped} skipped. The robustness may be overestimated (gradient masking); see below.")
+        elif not self.masking_warnings:
+            n_mask = len([c for c in applicable if CHECK_KINDS.get(c.name, "masking") == "masking"])
+            head = (f"PASS on the {n_mask} applicable masking check{'s' if n_mask != 1 else ''} ({skipped} skipped): "
+                    f"no sign of gradient masking. {weak_text}")
+        else:
+            masking = self.masking_warnings
+            head = (f"WARN: {len(masking)} of {len(applicable)} applicable checks warn ({', '.join(masking)}): signs of "
+                    f"gradient masking; {skipped} skipped. The robustness may be overestimated; see below."
+                    + (f" {weak_text}" if weak_text else ""))
+        return " ".join(part for part in (head, robust_text) if part)
 
     def to_dict(self) -> dict[str, Any]:
         """Everything as JSON-serialisable data (the content of ``audit.json``).
@@ -551,8 +616,9 @@ class AuditReport:
             >>> AuditReport([], {}, {}).to_dict()["verdict"]
             'pass'
         """
-        return {"verdict": self.verdict, "summary": self.summary(), "checks": [c.to_dict() for c in self.checks],
-                "numbers": self.numbers, "config": self.config}
+        return {"verdict": self.verdict, "summary": self.summary(), "robust_accuracy": self.robust_accuracy,
+                "masking_warnings": self.masking_warnings, "weak_attack_warnings": self.weak_attack_warnings,
+                "checks": [c.to_dict() for c in self.checks], "numbers": self.numbers, "config": self.config}
 
     def _attack_rows(self) -> list[tuple[str, str, str, str, str]]:
         rows = []
@@ -573,7 +639,8 @@ class AuditReport:
             # Gradient-masking audit: m
         """
         n = self.numbers
-        lines = [f"# Gradient-masking audit: {self.config.get('target', 'model')}", "", f"**{self.summary()}**", ""]
+        lines = [f"# Gradient-masking audit: {md_text(self.config.get('target', 'model'))}", "",
+                 f"**{md_text(self.summary())}**", ""]
         lines += [c.line() for c in self.checks]
         lines += ["", "Following Carlini et al. (2019), *On Evaluating Adversarial Robustness*. A WARN is a reason to "
                   "look closer, not a proof of masking; passing every check is no proof of robustness.", ""]
@@ -582,20 +649,27 @@ class AuditReport:
             mode = "quick" if self.config.get("quick") else "full"
             lines.append(f"- {n.get('n')} test images, clean accuracy {_pct(n.get('clean_accuracy'))}; main eps "
                          f"{n.get('eps')} (L-inf); seed {self.config.get('seed')}; mode {mode}.")
+            if n.get("worst_case"):
+                w = n["worst_case"]
+                lines.append(f"- Robust accuracy at eps {w['eps']:g}: **{_pct(w['accuracy'])}**, the worst case per "
+                             f"sample over the {len(w['attacks'])} attacks run at that eps "
+                             f"({', '.join(md_text(a) for a in w['attacks'])}); the strongest single attack, "
+                             f"{md_text(w['strongest_single'])}, leaves {_pct(w['strongest_single_accuracy'])}.")
             if not n.get("deterministic", True):
                 lines.append(f"- The eval forward is **not deterministic**: every attack uses EOT over "
                              f"{n.get('eot_samples')} forwards, predictions average {n.get('eot_samples')} forwards.")
             if n.get("ib_config"):
-                lines.append(f"- IB configuration used by pgd-ib: `{json.dumps(n['ib_config'])}`")
+                lines.append(f"- IB configuration used by pgd-ib: {md_json(n['ib_config'])}")
             if n.get("entropic_config"):
-                lines.append(f"- Entropic configuration used by pgd-entropic: `{json.dumps(n['entropic_config'])}`")
+                lines.append(f"- Entropic configuration used by pgd-entropic: {md_json(n['entropic_config'])}")
             if n.get("surrogate"):
                 s = n["surrogate"]
-                lines.append(f"- Surrogate: {s.get('source')}, clean accuracy {_pct(s.get('clean_accuracy'))}, "
+                lines.append(f"- Surrogate: {md_text(s.get('source'))}, "
+                             f"clean accuracy {_pct(s.get('clean_accuracy'))}, "
                              f"its own PGD accuracy {_pct(s.get('pgd_accuracy'))}.")
             lines += ["", "## Attacks", "", "| attack | threat model | accuracy | success rate | time (s) |",
                       "|---|---|---|---|---|"]
-            lines += [f"| {a} | {b} | {c} | {d} | {e} |" for a, b, c, d, e in self._attack_rows()]
+            lines += [f"| {md_cell(a)} | {md_cell(b)} | {c} | {d} | {e} |" for a, b, c, d, e in self._attack_rows()]
             if "cw_comparison" in n:
                 cw = n["cw_comparison"]
                 lines += ["", f"CW: torchattacks' `CW` (margin with a 0 in the true-class slot, spec §2.7 item 11) "
@@ -627,7 +701,7 @@ class AuditReport:
             True
         """
         esc = html.escape
-        colors = {"pass": "#1a7f37", "warn": "#b35900", "skip": "#6e7781"}
+        colors = {"pass": "#1a7f37", "warn": "#b35900", "skip": "#6e7781", "weak-attack": "#8250df"}
         rows = "".join(
             f"<tr><td><b style='color:{colors[c.status]}'>{c.status.upper()}</b></td><td>{esc(c.title)}</td>"
             f"<td>{esc(c.message)}</td></tr>" for c in self.checks
@@ -1040,9 +1114,15 @@ def run_audit(
         return adp._predict(net, inputs, batch_size=batch_size, dev=dev, seed=seed)
 
     clean_ok = predict(scored, x) == y
+    robust_all = clean_ok.clone()  # per sample: correct before and after every attack at the main eps
+    main_attacks: list[str] = []
 
-    def score(key: str, threat: str, adv: Tensor, seconds: float, **extra: Any) -> dict[str, Any]:
+    def score(key: str, threat: str, adv: Tensor, seconds: float, *, main_eps: bool = False,
+              **extra: Any) -> dict[str, Any]:
         adv_ok = predict(scored, adv) == y
+        if main_eps:
+            robust_all.logical_and_(adv_ok)
+            main_attacks.append(key)
         n_correct = int(clean_ok.sum())
         delta = (adv - x).flatten(1).float()
         entry = {"threat": threat, "accuracy": float(adv_ok.float().mean()),
@@ -1063,7 +1143,8 @@ def run_audit(
         label = f"L-inf eps={e:g}, {s} step{'s' if s > 1 else ''}"
         if kw.get("restarts", 1) > 1:
             label += f", {kw['restarts']} restarts"
-        return score(key, label, adv, time.perf_counter() - t0, eps=e, steps=s, alpha=kw["alpha"])
+        return score(key, label, adv, time.perf_counter() - t0, main_eps=(e == eps and net is None), eps=e, steps=s,
+                     alpha=kw["alpha"])
 
     numbers: dict[str, Any] = {"n": int(x.shape[0]), "eps": eps, "clean_accuracy": float(clean_ok.float().mean()),
                                "deterministic": deterministic, "eot_samples": k, "num_classes": num_classes,
@@ -1127,7 +1208,7 @@ def run_audit(
                                                       "seed": seed}, attack="Square")
             adv = run_attack(scored, spec, x, y, batch_size=batch_size, seed=seed, device=device, progress=False)
             square = score("square", f"L-inf eps={eps:g}, {settings.square_queries} queries (black-box)", adv,
-                           time.perf_counter() - t0)
+                           time.perf_counter() - t0, main_eps=True)
         # transfer
         transfer_acc = None
         if will_train:
@@ -1148,7 +1229,8 @@ def run_audit(
                 adv = adp.run_adaptive_attack(surrogate_model, "pgd-ce", x, y, eps=eps, steps=settings.pgd_steps,
                                               alpha=2.5 * eps / settings.pgd_steps, seed=seed, batch_size=batch_size,
                                               device=device, any_iterate=False)
-                transfer = score("transfer", f"L-inf eps={eps:g}, PGD on the surrogate", adv, time.perf_counter() - t0)
+                transfer = score("transfer", f"L-inf eps={eps:g}, PGD on the surrogate", adv, time.perf_counter() - t0,
+                                 main_eps=True)
                 transfer_acc = transfer["accuracy"]
                 surrogate_info["clean_accuracy"] = float((predict(surrogate_model, x) == y).float().mean())
                 surrogate_info["pgd_accuracy"] = float((predict(surrogate_model, adv) == y).float().mean())
@@ -1187,6 +1269,11 @@ def run_audit(
         check_loss_functions(margin["accuracy"], pgd_acc, tol=tol),
     ]
     numbers["attacks"] = attacks
+    strongest = min(main_attacks, key=lambda key: attacks[key]["accuracy"])
+    numbers["worst_case"] = {
+        "accuracy": float(robust_all.float().mean()), "eps": eps, "n": int(x.shape[0]), "attacks": main_attacks,
+        "strongest_single": strongest, "strongest_single_accuracy": attacks[strongest]["accuracy"],
+    }
     numbers["wall_time_s"] = round(time.perf_counter() - t_start, 2)
     report = AuditReport(checks=checks, numbers=numbers, config=config, out_dir=out)
     if out is not None:

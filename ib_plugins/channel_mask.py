@@ -465,12 +465,14 @@ class ChannelMask(nn.Module):
         }
 
     # -- hook lifecycle ------------------------------------------------------------------------
-    def attach(self, model: nn.Module, layer: str) -> None:
-        """Register the mask's forward hook on ``layer`` of ``model`` (before any other hook there).
+    def attach(self, model: nn.Module, layer: str, *, prepend: bool = True) -> None:
+        """Register the mask's forward hook on ``layer`` of ``model``.
 
         Args:
             model: the model.
             layer: dotted name of the layer whose output is masked.
+            prepend: run before the hooks already on that layer (True: they, e.g. an activation
+                capture, see the masked output) or after them (False: they see the unmasked one).
 
         Raises:
             UnknownLayerError: the layer does not exist.
@@ -489,7 +491,7 @@ class ChannelMask(nn.Module):
         if self._handle is not None:
             raise RuntimeError(f"this ChannelMask is already attached to {self.layer_name!r}; detach() it first")
         module = resolve_layers(model, [layer])[layer]
-        self._handle = module.register_forward_hook(self._hook, prepend=True)
+        self._handle = module.register_forward_hook(self._hook, prepend=bool(prepend))
         self.layer_name = layer
 
     def detach(self) -> None:

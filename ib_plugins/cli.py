@@ -32,7 +32,12 @@ _TRAIN_HELP = {
     "method": "training method",
     "preset": "hyperparameter preset (ibrar-code: the authors' scripts; paper: the paper's text; standard: TRADES/MART beta=6)",
     "ib": "add the IB-RAR HSIC term",
-    "ib_layers": "IB layers: 'robust', 'all', a preset name, or comma-separated dotted names",
+    "ib_layers": "IB layers: 'robust', 'all', a preset name, or comma-separated dotted names; by default as the "
+                 "authors' scripts: every hook point for pgd-at/trades/mart, the robust layers for ce where the "
+                 "model has them (vgg16: block5,fc1,fc2), else every hook point",
+    "record_masked": "when the mask layer is also an IB layer, the IB term sees its masked output (or, with "
+                     "--no-record-masked, the unmasked one); by default ibrar-code follows the authors' order per "
+                     "architecture (vgg16: masked; resnet18: unmasked pooled vector), paper/standard: masked",
     "mask": "channel mask mode: code or paper",
     "mask_every": "mask one batch in N (10: authors' code; 1: Algorithm 1)",
     "ib_on": "forwards the IB term regularises under adversarial training: adv, clean, both",
@@ -236,7 +241,12 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     )
     print(f"clean accuracy {100 * metrics['suite']['clean_accuracy']:.2f}% on {metrics['suite']['n']} images")
     for attack in metrics["suite"]["attacks"]:
-        print(f"  {attack['name']:<10} accuracy {100 * attack['accuracy']:6.2f}%   success rate {100 * (attack['success_rate'] or 0):6.2f}%")
+        line = (f"  {attack['name']:<10} accuracy {100 * attack['accuracy']:6.2f}%   "
+                f"success rate {100 * (attack['success_rate'] or 0):6.2f}%")
+        if attack["eps"] is None:  # fixed-c CW or the corrected cw-l2: say what it is and how far it went
+            median = attack.get("median_l2_success")
+            line += f"   median L2 of successes {'-' if median is None else f'{median:.3g}'}   [{attack['description']}]"
+        print(line)
     return 0
 
 
@@ -253,9 +263,21 @@ def _cmd_select(args: argparse.Namespace) -> int:
     return 0
 
 
+def _report_result(attack: dict[str, Any], suite: dict[str, Any]) -> Any:
+    """An AttackResult rebuilt from an evaluation's metrics.json (older files lack the median L2)."""
+    from ib_plugins.evaluation import AttackResult, AttackSpec
+
+    spec = AttackSpec(attack["name"], attack["norm"], attack["eps"], attack.get("kwargs") or {}, attack=attack["attack"])
+    return AttackResult(
+        spec, int(attack["n"]), int(attack["n_robust"]), int(attack["n_clean_correct"]), int(attack["n_flipped"]),
+        float(attack["seconds"]), float(attack["max_linf"]), float(attack["mean_l2"]), attack.get("median_l2_success"),
+    )
+
+
 def _cmd_report(args: argparse.Namespace) -> int:
     rows = []
     attack_names: list[str] = []
+    specs: dict[str, Any] = {}
     for folder in args.results:
         path = Path(folder) / "metrics.json"
         if not path.is_file():
@@ -264,14 +286,20 @@ def _cmd_report(args: argparse.Namespace) -> int:
         if "suite" not in metrics:
             raise ValueError(f"results: {path} holds no attack-suite results")
         suite = metrics["suite"]
-        accs = {a["name"]: a["accuracy"] for a in suite["attacks"]}
+        accs = {a["name"]: _report_result(a, suite) for a in suite["attacks"]}
         attack_names += [n for n in accs if n not in attack_names]
+        specs.update({n: r.spec for n, r in accs.items() if n not in specs})
         rows.append((folder, suite["clean_accuracy"], accs))
-    lines = ["| run | Clean | " + " | ".join(attack_names) + " |", "|---|---|" + "---|" * len(attack_names)]
+    from ib_plugins._markdown import md_cell
+    from ib_plugins.evaluation import _accuracy_cell, _column_title, _fixed_c_note
+
+    titles = [_column_title(n, specs[n]) for n in attack_names]
+    lines = ["| run | Clean | " + " | ".join(titles) + " |", "|---|---|" + "---|" * len(attack_names)]
     for folder, clean, accs in rows:
-        cells = [f"{100 * accs[n]:.2f}" if n in accs else "-" for n in attack_names]
-        lines.append(f"| {folder} | {100 * clean:.2f} | " + " | ".join(cells) + " |")
-    table = "\n".join(lines) + "\n"
+        cells = [_accuracy_cell(accs[n]) if n in accs else "-" for n in attack_names]
+        lines.append(f"| {md_cell(folder)} | {100 * clean:.2f} | " + " | ".join(cells) + " |")
+    notes = _fixed_c_note([specs[n] for n in attack_names])
+    table = "\n".join(lines + ([""] + notes if notes else [])) + "\n"
     _print_table(table)
     if args.out:
         Path(args.out).write_text(table)

@@ -57,6 +57,7 @@ import torch
 import torch.nn as nn
 from torch import Tensor
 
+from ib_plugins._markdown import md_cell, md_text
 from ib_plugins._optional import is_available, require
 from ib_plugins.data import get_dataset_info
 from ib_plugins.wrap import _inference_modes
@@ -65,6 +66,7 @@ __all__ = [
     "AttackSpec",
     "Budget",
     "SUITES",
+    "EXTRA_ATTACKS",
     "list_suites",
     "list_budgets",
     "list_attacks",
@@ -107,6 +109,11 @@ _BUDGETS: Mapping[str, tuple[str, ...]] = MappingProxyType(
         "entropic": ("paper",),
     }
 )
+
+#: Attacks any suite accepts besides its own (``attacks=[..., "cw-l2"]``): the corrected CW-L2 of
+#: :mod:`ib_plugins.adaptive` (true class masked in the margin; binary search over ``c``).
+EXTRA_ATTACKS: tuple[str, ...] = ("cw-l2",)
+_CWL2 = {"c": 1.0, "kappa": 0.0, "lr": 0.05, "search_steps": 5}
 
 _SUITE_ALIASES = {"ib-rar": "ibrar", "entropic-retraining": "entropic"}
 _BUDGET_ALIASES = {"code": "ibrar-code", "ibrar-code": "ibrar-code", "ib-rar-code": "ibrar-code"}
@@ -190,11 +197,12 @@ def list_budgets(suite: str = "ibrar") -> list[str]:
     return list(_BUDGETS[_canonical(suite, arg="suite", valid=tuple(SUITES), aliases=_SUITE_ALIASES)])
 
 
-def list_attacks(suite: str = "ibrar") -> list[str]:
+def list_attacks(suite: str = "ibrar", *, extras: bool = False) -> list[str]:
     """Names of the attacks of a suite, in table order.
 
     Args:
         suite: a name from :func:`list_suites`.
+        extras: also list the attacks every suite accepts besides its own (:data:`EXTRA_ATTACKS`).
 
     Returns:
         The attack names.
@@ -205,8 +213,11 @@ def list_attacks(suite: str = "ibrar") -> list[str]:
     Example:
         >>> list_attacks("entropic")
         ['linf-pgd', 'bim', 'fgsm', 'cw', 'l2-pgd']
+        >>> list_attacks("ibrar", extras=True)[-1]
+        'cw-l2'
     """
-    return list(SUITES[_canonical(suite, arg="suite", valid=tuple(SUITES), aliases=_SUITE_ALIASES)])
+    names = list(SUITES[_canonical(suite, arg="suite", valid=tuple(SUITES), aliases=_SUITE_ALIASES)])
+    return names + list(EXTRA_ATTACKS) if extras else names
 
 
 # --------------------------------------------------------------------------------------------------
@@ -295,6 +306,44 @@ class AttackSpec:
     def attack_class(self) -> str:
         """The torchattacks class name (never None after construction)."""
         return str(self.attack)
+
+    def describe(self) -> str:
+        """What the attack is, in one line, for tables and reports.
+
+        Norm-bounded attacks give their norm and radius. torchattacks' ``CW`` is a **fixed-c**
+        CW-L2 (one constant ``c``, a fixed number of Adam steps, an early abort): it is neither
+        norm-bounded nor a minimum-norm attack, so its accuracy is not comparable to an
+        ε-bounded column; the description says so and gives its settings.
+
+        Returns:
+            The description.
+
+        Example:
+            >>> AttackSpec("cw", "l2", None, {"c": 0.1, "kappa": 0, "steps": 200, "lr": 0.1}).describe()
+            'fixed-c CW-L2 as in the paper (torchattacks CW, c=0.1, kappa=0, 200 steps, lr 0.1; not norm-bounded, not minimum-norm)'
+            >>> AttackSpec("fgsm", "linf", 0.03).describe()
+            'L-inf, eps=0.03'
+        """
+        kw = dict(self.kwargs)
+        if self.attack == "CW":
+            settings = ", ".join(
+                [f"c={kw.get('c', 1)}", f"kappa={kw.get('kappa', 0)}", f"{kw.get('steps', 50)} steps",
+                 f"lr {kw.get('lr', 0.01)}"]
+            )
+            return f"fixed-c CW-L2 as in the paper (torchattacks CW, {settings}; not norm-bounded, not minimum-norm)"
+        if self.attack == "adaptive:cw-l2":
+            search = kw.get("search_steps", 1)
+            c_text = f"c from a {search}-step binary search from {kw.get('c', 1.0)}" if search > 1 else f"c={kw.get('c', 1.0)}"
+            return (f"CW-L2 with the corrected margin ({c_text}, {kw.get('steps', 100)} steps, lr {kw.get('lr', 0.01)}; "
+                    "unbounded, minimum-norm)")
+        if self.eps is None:
+            return f"{'L-inf' if self.norm == 'linf' else 'L2'}, no radius"
+        return f"{'L-inf' if self.norm == 'linf' else 'L2'}, eps={self.eps:.4g}"
+
+    @property
+    def fixed_c_cw(self) -> bool:
+        """Whether this is torchattacks' fixed-c CW (reports flag its column)."""
+        return self.attack == "CW"
 
     def constructor_kwargs(self) -> dict[str, Any]:
         """The keyword arguments passed to the torchattacks class (``eps`` included when bounded).
@@ -492,6 +541,15 @@ def build_suite(
       n_classes=C)``;
     * ``nifgsm``: ``NIFGSM(eps, alpha=2/255, steps=10, decay=1.0)``.
 
+    The IB-RAR ``cw`` is the paper's **fixed-c** CW-L2: one ``c``, a fixed step count, torchattacks'
+    early abort and its margin bug (spec §2.7 item 11). It is neither ε-bounded nor minimum-norm;
+    reports label it so and give the median L2 norm of its successful perturbations.
+
+    Either suite also accepts ``"cw-l2"`` in ``attacks`` (see :data:`EXTRA_ATTACKS`): CW-L2 with the
+    corrected margin of :mod:`ib_plugins.adaptive` (true class masked by −inf), ``c`` from a 5-step
+    binary search per sample starting at 1, ``cw_steps`` Adam steps of lr 0.05 per search step: a
+    minimum-norm attack whose median L2 is the informative figure (its accuracy tends to 0).
+
     Entropic suite (foolbox 3 defaults re-created with torchattacks):
 
     * ``linf-pgd``: ``PGD(eps, alpha=eps/30, steps=pgd_steps (40), random_start=True)``
@@ -511,7 +569,8 @@ def build_suite(
         num_classes: FAB's ``n_classes``; ``None`` = the dataset's number of classes.
         pgd_steps: PGD iterations; ``None`` = 10 (IB-RAR) or 40 / 50 (entropic L-inf / L2).
         cw_steps: CW iterations; ``None`` = 200 (IB-RAR) or 100 (entropic).
-        attacks: subset of the suite's names to keep (in the given order); ``None`` = all.
+        attacks: subset of the suite's names to keep (in the given order), optionally with
+            ``"cw-l2"``; ``None`` = the suite's own attacks.
         eps: override of the budget's L-inf radius (``[0, 1]``).
         l2_eps: override of the budget's L2 radius (entropic suite).
 
@@ -537,7 +596,7 @@ def build_suite(
     if attacks is not None:
         if isinstance(attacks, str):
             attacks = [attacks]
-        names = [_canonical(a, arg="attacks", valid=SUITES[suite]) for a in attacks]
+        names = [_canonical(a, arg="attacks", valid=(*SUITES[suite], *EXTRA_ATTACKS)) for a in attacks]
     if num_classes is None:
         num_classes = get_dataset_info(dataset).num_classes
     num_classes = _check_int(num_classes, "num_classes", minimum=2)
@@ -581,6 +640,10 @@ def build_suite(
                 "l2-pgd", "l2", l2, {"alpha": _FB_L2_PGD_REL * l2, "steps": n_l2, "random_start": True}
             ),
         }
+    if "cw-l2" in names:
+        from ib_plugins.adaptive import adaptive_spec
+
+        table["cw-l2"] = lambda: adaptive_spec("cw-l2", steps=n_cw, **_CWL2)
     for name in names:
         specs.append(table[name]())
     return specs
@@ -854,8 +917,16 @@ def _pct(value: float | None) -> str:
     return f"{100 * value:.2f}"
 
 
-def _eps_str(spec_eps: float | None) -> str:
-    return "unbounded" if spec_eps is None else f"{spec_eps:.4g}"
+def _eps_str(spec: AttackSpec) -> str:
+    if spec.eps is not None:
+        return f"{spec.eps:.4g}"
+    if spec.fixed_c_cw:
+        return f"none (fixed c={spec.kwargs.get('c', 1)})"
+    return "none (minimum-norm)" if spec.attack == "adaptive:cw-l2" else "none"
+
+
+def _l2_str(value: float | None) -> str:
+    return "-" if value is None else f"{value:.3g}"
 
 
 def _nan_to_none(value: float) -> float | None:
@@ -875,6 +946,9 @@ class AttackResult:
         seconds: wall time of the attack.
         max_linf: largest L-inf perturbation over the samples.
         mean_l2: mean L2 norm of the perturbations.
+        median_l2_success: median L2 norm of the perturbations of the successes (originally correct
+            samples the attack flipped); None when there were none. For the unbounded and fixed-c
+            CW attacks this, not the accuracy, says how strong the attack was.
 
     Example:
         >>> r = AttackResult(AttackSpec("fgsm", "linf", 0.1, {}), 10, 4, 8, 4, 0.1, 0.1, 0.5)
@@ -890,6 +964,7 @@ class AttackResult:
     seconds: float
     max_linf: float
     mean_l2: float
+    median_l2_success: float | None = None
 
     @property
     def name(self) -> str:
@@ -928,7 +1003,41 @@ class AttackResult:
             "seconds": self.seconds,
             "max_linf": self.max_linf,
             "mean_l2": self.mean_l2,
+            "median_l2_success": self.median_l2_success,
+            "description": self.spec.describe(),
         }
+
+
+def _attack_result(
+    spec: AttackSpec, x: Tensor, y: Tensor, adv: Tensor, clean_ok: Tensor, adv_ok: Tensor, seconds: float
+) -> AttackResult:
+    """Counts and perturbation norms of one attack (shared by the suite and the adaptive evaluators)."""
+    delta = (adv - x).flatten(1).float()
+    norms = delta.norm(dim=1)
+    flipped = clean_ok & ~adv_ok
+    return AttackResult(
+        spec=spec,
+        n=int(y.shape[0]),
+        n_robust=int(adv_ok.sum()),
+        n_clean_correct=int(clean_ok.sum()),
+        n_flipped=int(flipped.sum()),
+        seconds=seconds,
+        max_linf=float(delta.abs().max()),
+        mean_l2=float(norms.mean()),
+        median_l2_success=float(norms[flipped].median()) if bool(flipped.any()) else None,
+    )
+
+
+def _fixed_c_note(specs: Sequence[AttackSpec]) -> list[str]:
+    """Footnote lines for tables that show torchattacks' fixed-c CW or the corrected CW-L2."""
+    notes = []
+    for spec in {s.name: s for s in specs}.values():
+        if spec.eps is None:
+            notes.append(
+                f"{md_text(spec.name)}: {md_text(spec.describe())}; its accuracy is not comparable to an eps-bounded "
+                "column, the median L2 norm of its successful perturbations says how far it had to go."
+            )
+    return notes
 
 
 @dataclass(frozen=True)
@@ -941,6 +1050,9 @@ class SuiteResult:
         attacks: one :class:`AttackResult` per spec, in order.
         seed: the seed the attacks ran with.
         adversarial: ``name -> adversarial examples`` when requested (not in :meth:`to_dict`).
+        correct: per-sample results (not in :meth:`to_dict`): ``"clean"`` and each attack's name ->
+            a bool tensor ``[N]``, True where the sample is classified correctly (without attack,
+            or after that attack), for paired comparisons of models on the same samples.
 
     Example:
         >>> res = SuiteResult(n=4, n_clean_correct=3, attacks=[])
@@ -953,6 +1065,7 @@ class SuiteResult:
     attacks: list[AttackResult]
     seed: int = 0
     adversarial: Mapping[str, Tensor] = field(default_factory=dict, repr=False, compare=False)
+    correct: Mapping[str, Tensor] = field(default_factory=dict, repr=False, compare=False)
 
     @property
     def clean_accuracy(self) -> float:
@@ -992,29 +1105,33 @@ class SuiteResult:
     def to_markdown(self) -> str:
         """A markdown table with a clean row and one row per attack.
 
-        Accuracy is over all samples; success rate over the originally correct ones.
+        Accuracy is over all samples; success rate over the originally correct ones; the median L2
+        norm is over the successful perturbations. Attacks without a radius (torchattacks' fixed-c
+        CW, the corrected ``cw-l2``) are described in a note under the table.
 
         Returns:
-            The table (no trailing newline).
+            The table, and the note when there is one (no trailing newline).
 
         Example:
             >>> print(SuiteResult(n=4, n_clean_correct=3, attacks=[]).to_markdown())
-            | Attack | Norm | eps | Accuracy (%) | Success rate (%) | Robust / N | Flipped / correct | Time (s) |
-            |---|---|---|---|---|---|---|---|
-            | clean | - | - | 75.00 | - | 3 / 4 | - | - |
+            | Attack | Norm | eps | Accuracy (%) | Success rate (%) | Robust / N | Flipped / correct | Median L2 of successes | Time (s) |
+            |---|---|---|---|---|---|---|---|---|
+            | clean | - | - | 75.00 | - | 3 / 4 | - | - | - |
         """
         lines = [
-            "| Attack | Norm | eps | Accuracy (%) | Success rate (%) | Robust / N | Flipped / correct | Time (s) |",
-            "|---|---|---|---|---|---|---|---|",
-            f"| clean | - | - | {_pct(self.clean_accuracy)} | - | {self.n_clean_correct} / {self.n} | - | - |",
+            "| Attack | Norm | eps | Accuracy (%) | Success rate (%) | Robust / N | Flipped / correct | "
+            "Median L2 of successes | Time (s) |",
+            "|---|---|---|---|---|---|---|---|---|",
+            f"| clean | - | - | {_pct(self.clean_accuracy)} | - | {self.n_clean_correct} / {self.n} | - | - | - |",
         ]
         for r in self.attacks:
             lines.append(
-                f"| {r.name} | {r.spec.norm} | {_eps_str(r.spec.eps)} | {_pct(r.accuracy)} | "
+                f"| {md_cell(r.name)} | {md_cell(r.spec.norm)} | {_eps_str(r.spec)} | {_pct(r.accuracy)} | "
                 f"{_pct(r.success_rate)} | {r.n_robust} / {r.n} | {r.n_flipped} / {r.n_clean_correct} | "
-                f"{r.seconds:.1f} |"
+                f"{_l2_str(r.median_l2_success)} | {r.seconds:.1f} |"
             )
-        return "\n".join(lines)
+        notes = _fixed_c_note([r.spec for r in self.attacks])
+        return "\n".join(lines + ([""] + notes if notes else []))
 
 
 def evaluate_suite(
@@ -1086,37 +1203,34 @@ def evaluate_suite(
     clean_ok = clean_pred == y
     results: list[AttackResult] = []
     kept: dict[str, Tensor] = {}
+    correct: dict[str, Tensor] = {"clean": clean_ok}
     for spec in specs:
         start = time.perf_counter()
-        adv = _run_attack(
-            model, spec, x, y, batch_size=batch_size, seed=seed, dev=dev, progress=progress, checked=True
-        )
+        if spec.attack_class.startswith("adaptive:"):  # e.g. "cw-l2" from build_suite(attacks=[...])
+            from ib_plugins.adaptive import run_adaptive_attack
+
+            adv = run_adaptive_attack(
+                model, spec.attack_class, x, y, eps=spec.eps, seed=seed, batch_size=batch_size, device=dev,
+                progress=progress, **dict(spec.kwargs),
+            )
+        else:
+            adv = _run_attack(
+                model, spec, x, y, batch_size=batch_size, seed=seed, dev=dev, progress=progress, checked=True
+            )
         if dev.type == "cuda":
             torch.cuda.synchronize(dev)
         seconds = time.perf_counter() - start
         with _inference_modes(model):
             adv_pred = _predict(model, adv, dev, batch_size)
-        adv_ok = adv_pred == y
-        delta = (adv - x).flatten(1).float()
-        results.append(
-            AttackResult(
-                spec=spec,
-                n=int(y.shape[0]),
-                n_robust=int(adv_ok.sum()),
-                n_clean_correct=int(clean_ok.sum()),
-                n_flipped=int((clean_ok & ~adv_ok).sum()),
-                seconds=seconds,
-                max_linf=float(delta.abs().max()),
-                mean_l2=float(delta.norm(dim=1).mean()),
-            )
-        )
+        results.append(_attack_result(spec, x, y, adv, clean_ok, adv_pred == y, seconds))
+        correct[spec.name] = adv_pred == y
         if keep_adversarial:
             kept[spec.name] = adv
         logger.info("%s: accuracy %.2f%%, success rate %s%%", spec.name, 100 * results[-1].accuracy,
                     _pct(results[-1].success_rate))
     return SuiteResult(
         n=int(y.shape[0]), n_clean_correct=int(clean_ok.sum()), attacks=results, seed=seed,
-        adversarial=MappingProxyType(kept),
+        adversarial=MappingProxyType(kept), correct=MappingProxyType(correct),
     )
 
 
@@ -1124,7 +1238,9 @@ def compare_markdown(results: Mapping[str, SuiteResult]) -> str:
     """A side-by-side markdown table: one row per model, columns Clean + attacks (accuracy %).
 
     Attack columns are the union of the attack names in order of first appearance; a model
-    without an attack shows ``-``.
+    without an attack shows ``-``. A column of an attack without a radius (torchattacks' fixed-c
+    CW, the corrected ``cw-l2``) is headed with what it is, its cells add the median L2 norm of the
+    successful perturbations, and a note under the table describes it.
 
     Args:
         results: ``model name -> SuiteResult``.
@@ -1146,22 +1262,43 @@ def compare_markdown(results: Mapping[str, SuiteResult]) -> str:
     """
     if not isinstance(results, Mapping) or not results:
         raise ValueError(f"results: expected a non-empty mapping name -> SuiteResult, got {results!r}")
-    columns: list[str] = []
+    columns: dict[str, AttackSpec] = {}
     for key, res in results.items():
         if not isinstance(res, SuiteResult):
             raise TypeError(f"results[{key!r}]: expected a SuiteResult, got {type(res).__name__}")
         for r in res.attacks:
-            if r.name not in columns:
-                columns.append(r.name)
+            columns.setdefault(r.name, r.spec)
+
     def row(cells: list[str]) -> str:
         return "| " + " | ".join(cells) + " |"
 
-    lines = [row(["Model", "Clean", *columns]), row(["---"] * (len(columns) + 2)).replace(" ", "")]
+    lines = [
+        row(["Model", "Clean", *(_column_title(name, spec) for name, spec in columns.items())]),
+        row(["---"] * (len(columns) + 2)).replace(" ", ""),
+    ]
     for key, res in results.items():
         by_name = {r.name: r for r in res.attacks}
-        cells = [_pct(by_name[c].accuracy) if c in by_name else "-" for c in columns]
-        lines.append(row([str(key), _pct(res.clean_accuracy), *cells]))
-    return "\n".join(lines)
+        cells = [_accuracy_cell(by_name[c]) if c in by_name else "-" for c in columns]
+        lines.append(row([md_cell(key), _pct(res.clean_accuracy), *cells]))
+    notes = _fixed_c_note(list(columns.values()))
+    return "\n".join(lines + ([""] + notes if notes else []))
+
+
+def _column_title(name: str, spec: AttackSpec) -> str:
+    """A table column's title: the attack's name, plus what it is when it has no radius."""
+    if spec.fixed_c_cw:
+        return f"{md_cell(name)} (fixed c={spec.kwargs.get('c', 1)})"
+    if spec.eps is None:
+        return f"{md_cell(name)} (min-norm)"
+    return md_cell(name)
+
+
+def _accuracy_cell(r: AttackResult) -> str:
+    """Accuracy (%), with the median L2 of the successes for attacks without a radius."""
+    if r.spec.eps is not None:
+        return _pct(r.accuracy)
+    l2 = "no success" if r.median_l2_success is None else f"median L2 {r.median_l2_success:.3g}"
+    return f"{_pct(r.accuracy)} ({l2})"
 
 
 # --------------------------------------------------------------------------------------------------
@@ -1433,7 +1570,7 @@ def tendency_markdown(matrix: Tensor, *, class_names: Sequence[str] | None = Non
     if not isinstance(matrix, Tensor) or matrix.dim() != 2 or matrix.shape[0] != matrix.shape[1]:
         raise ValueError(f"matrix: expected a square [C, C] tensor, got {getattr(matrix, 'shape', type(matrix))}")
     c = matrix.shape[0]
-    names = [str(i) for i in range(c)] if class_names is None else [str(n) for n in class_names]
+    names = [str(i) for i in range(c)] if class_names is None else [md_cell(n) for n in class_names]
     if len(names) != c:
         raise ValueError(f"class_names: expected {c} names, got {len(names)}")
     is_float = matrix.is_floating_point()

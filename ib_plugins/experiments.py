@@ -26,6 +26,7 @@ from typing import Any
 
 import torch
 
+from ib_plugins._markdown import md_cell, md_text
 from ib_plugins.training import RunExistsError, TrainConfig, Trainer, load_model_from_checkpoint
 
 __all__ = [
@@ -211,7 +212,8 @@ def evaluate_checkpoint(
         keep_adversarial=tendency is not None,
     )
     metrics: dict[str, Any] = {"suite": result.to_dict(), "model": train_cfg.model, "dataset": train_cfg.dataset}
-    md = [f"# {suite} suite ({budget_name}) on {train_cfg.dataset} / {train_cfg.model}", "", result.to_markdown()]
+    md = [f"# {md_text(suite)} suite ({md_text(budget_name)}) on {md_text(train_cfg.dataset)} / "
+          f"{md_text(train_cfg.model)}", "", result.to_markdown()]
     if steps_sweep:
         steps, accs = ev.accuracy_vs_steps(
             model, x, y, steps=list(steps_sweep), suite=suite, budget=budget, dataset=train_cfg.dataset,
@@ -232,7 +234,7 @@ def evaluate_checkpoint(
     if tendency is not None:
         matrix = ev.misclassification_tendency(model, x, y, result.adversarial[tendency], num_classes=info.num_classes, device=device)
         metrics["tendency"] = {"attack": tendency, "counts": matrix.tolist()}
-        md += ["", f"## Misclassification tendency under {tendency}", "", ev.tendency_markdown(matrix)]
+        md += ["", f"## Misclassification tendency under {md_text(tendency)}", "", ev.tendency_markdown(matrix)]
     if tsne_layer is not None:
         from ib_plugins.activation_capture import capture_activations
         from ib_plugins.plots import plot_tsne
@@ -272,6 +274,13 @@ def select_robust_layers(
     without adversarial training; evaluates each with the suite's PGD. A layer is selected when its
     single-layer PGD accuracy beats CE-only by more than ``tolerance`` (absolute).
 
+    The report says how much to trust that: every accuracy carries its Wilson 95 % interval, every
+    gain over CE-only the paired 95 % interval of the difference on the same test images
+    (:func:`ib_plugins.stats.paired_difference_interval`), and it warns (in ``results.md``, the
+    log and ``metrics.json["warnings"]``) when a network sits at chance (its clean accuracy is
+    statistically indistinguishable from ``1/C``) or when a gain that decides a selection is inside
+    its interval. When every network is at chance, nothing is selected and the report says why.
+
     Args:
         dataset: dataset name.
         model: model name (must have a layer preset unless ``candidates`` is given).
@@ -298,6 +307,8 @@ def select_robust_layers(
     from ib_plugins.models import create_model
     from ib_plugins.presets import preset_for_model
 
+    if isinstance(tolerance, bool) or not isinstance(tolerance, (int, float)) or not 0 <= tolerance < 1:
+        raise ValueError(f"tolerance: expected a number in [0, 1) (a PGD-accuracy gain), got {tolerance!r}")
     info = get_dataset_info(dataset)
     if candidates is None:
         preset = preset_for_model(create_model(model, num_classes=info.num_classes, in_channels=info.in_channels))
@@ -315,48 +326,119 @@ def select_robust_layers(
     prepare_results_dir(out, config, overwrite=overwrite)
     pgd = ev.build_suite("ibrar", dataset=dataset, num_classes=info.num_classes, attacks=["pgd"])
 
+    from ib_plugins.stats import paired_difference_interval, wilson_interval
+
+    n_eval = int(x.shape[0])
+    chance = 1.0 / info.num_classes
+    pgd_correct: dict[str, torch.Tensor] = {}
+
     def run(name: str, cfg: TrainConfig) -> dict[str, Any]:
         trainer = Trainer(cfg, out_dir=out / name, resume="auto", overwrite=overwrite, progress=progress)
         final = trainer.fit()
         res = ev.evaluate_suite(trainer.eval_model(), x, y, pgd, seed=seed, device=device, progress=progress)
+        pgd_correct[name] = res.correct["pgd"]
+        clean_low, clean_high = wilson_interval(res.n_clean_correct, n_eval)
+        pgd_low, pgd_high = wilson_interval(res["pgd"].n_robust, n_eval)
         return {"name": name, "layers": cfg.ib_layers if cfg.ib else [], "test_acc": res.clean_accuracy,
-                "pgd_acc": res["pgd"].accuracy, "train_epochs": final.get("epochs")}
+                "test_acc_ci": [clean_low, clean_high], "pgd_acc": res["pgd"].accuracy, "pgd_acc_ci": [pgd_low, pgd_high],
+                "near_chance": clean_low <= chance, "train_epochs": final.get("epochs")}
+
+    def versus_ce(row: dict[str, Any]) -> None:
+        ce_ok, ok = pgd_correct["ce"], pgd_correct[row["name"]]
+        diff, low, high = paired_difference_interval(
+            better=int((ok & ~ce_ok).sum()), worse=int((~ok & ce_ok).sum()), n=n_eval)
+        row.update(gain=diff, gain_ci=[low, high], gain_inside_noise=low <= 0.0 <= high)
 
     rows = [run("ce", base)]
     for layer in candidates:
         rows.append(run(f"layer-{layer}", dataclasses.replace(base, ib=True, ib_layers=[layer])))
     rows.append(run("all-layers", dataclasses.replace(base, ib=True, ib_layers=candidates)))
     ce_pgd = rows[0]["pgd_acc"]
-    selected = [r["layers"][0] for r in rows[1 : 1 + len(candidates)] if r["pgd_acc"] > ce_pgd + tolerance]
+    all_at_chance = all(r["near_chance"] for r in rows)
+    selected = [] if all_at_chance else [
+        r["layers"][0] for r in rows[1 : 1 + len(candidates)] if r["pgd_acc"] > ce_pgd + tolerance]
     if selected:
         rows.append(run("selected", dataclasses.replace(base, ib=True, ib_layers=selected)))
-    metrics = {"rows": rows, "selected": selected, "ce_pgd": ce_pgd, "pgd": pgd[0].to_dict()}
+    for r in rows[1:]:
+        versus_ce(r)
+    warnings_ = _selection_warnings(rows[: 1 + len(candidates)], selected, chance=chance, n_eval=n_eval)
+    for text in warnings_:
+        logger.warning("select-layers: %s", text)
+    metrics = {"rows": rows, "selected": selected, "ce_pgd": ce_pgd, "pgd": pgd[0].to_dict(), "n_eval": n_eval,
+               "chance_accuracy": chance, "warnings": warnings_}
     write_json(out / "metrics.json", metrics)
+    spec = pgd[0]
     md = [
-        f"# Robust-layer selection on {dataset} / {model} (Table III procedure)",
+        f"# Robust-layer selection on {md_text(dataset)} / {md_text(model)} (Table III procedure)",
         "",
-        f"PGD: {pgd[0].to_dict()}. Selected when single-layer PGD accuracy > CE-only + {tolerance:.3f}.",
+        f"- Networks: {md_text(model)}, CE without adversarial training, {epochs} epochs, batch {batch_size}, seed "
+        f"{seed}; IB term α = {alpha:g}, β = {beta:g} on the listed layers.",
+        f"- PGD (the IB-RAR suite's `pgd`): {spec.describe()}, {spec.kwargs['steps']} steps of "
+        f"{spec.kwargs['alpha']:.4g}, random start; on {n_eval} test images.",
+        f"- A layer is selected when its single-layer PGD accuracy beats CE-only by more than {100 * tolerance:.1f} "
+        "points. Intervals are 95 %: Wilson for accuracies, paired (Agresti–Min, same test images) for gains.",
         "",
-        "| network | IB layers | PGD acc. (%) | test acc. (%) |",
-        "|---|---|---|---|",
+        "| network | IB layers | test acc. (%) | PGD acc. (%) | PGD gain vs CE (points) |",
+        "|---|---|---|---|---|",
     ]
+
+    def pct_ci(value: float, ci: Sequence[float]) -> str:
+        return f"{100 * value:.2f} [{100 * ci[0]:.1f}, {100 * ci[1]:.1f}]"
+
     for r in rows:
-        md.append(f"| {r['name']} | {', '.join(r['layers']) or '-'} | {100 * r['pgd_acc']:.2f} | {100 * r['test_acc']:.2f} |")
-    md += ["", f"Selected robust layers: {', '.join(selected) if selected else 'none'}"]
+        layers = ", ".join(md_cell(layer) for layer in r["layers"]) or "-"
+        gain = "-" if "gain" not in r else (
+            f"{100 * r['gain']:+.2f} [{100 * r['gain_ci'][0]:+.1f}, {100 * r['gain_ci'][1]:+.1f}]"
+            + (" (inside the noise)" if r["gain_inside_noise"] else ""))
+        test = pct_ci(r["test_acc"], r["test_acc_ci"]) + (" (chance)" if r["near_chance"] else "")
+        md.append(f"| {md_cell(r['name'])} | {layers} | {test} | {pct_ci(r['pgd_acc'], r['pgd_acc_ci'])} | {gain} |")
+    if all_at_chance:
+        verdict = "none: every network is at chance accuracy, so no layer can be judged"
+    else:
+        verdict = ", ".join(md_text(layer) for layer in selected) if selected else "none"
+    md += ["", f"Selected robust layers: {verdict}"]
+    if warnings_:
+        md += ["", "Warnings:", ""] + [f"- {md_text(w)}" for w in warnings_]
     (out / "results.md").write_text("\n".join(md) + "\n")
     return metrics
 
 
+def _selection_warnings(
+    rows: Sequence[dict[str, Any]], selected: Sequence[str], *, chance: float, n_eval: int
+) -> list[str]:
+    """What a reader of a layer selection must know: networks at chance, selections inside the noise.
+
+    ``rows`` are CE-only first, then one row per single-layer network (with ``near_chance``,
+    ``gain``, ``gain_ci`` and ``gain_inside_noise`` filled in).
+    """
+    if all(r["near_chance"] for r in rows):
+        return [f"every network sits at chance accuracy ({100 * chance:.1f}%): their PGD accuracies say nothing "
+                "about the layers; train longer (--epochs) or on more data"]
+    found = [f"network {r['name']!r} sits at chance accuracy (test {100 * r['test_acc']:.1f}%, its 95% interval "
+             f"reaches {100 * chance:.1f}%): its PGD accuracy says nothing" for r in rows if r["near_chance"]]
+    for r in rows[1:]:
+        if r["layers"][0] in selected and r["gain_inside_noise"]:
+            found.append(
+                f"{r['layers'][0]!r} is selected on a PGD gain of {100 * r['gain']:+.1f} points over CE-only whose 95% "
+                f"interval [{100 * r['gain_ci'][0]:+.1f}, {100 * r['gain_ci'][1]:+.1f}] includes 0 "
+                f"({n_eval} test images): the selection is inside the noise")
+    return found
+
+
 def _demo_table(suite_results: dict[str, Any], aa_results: dict[str, Any]) -> str:
-    names = [a.name for a in next(iter(suite_results.values())).attacks]
-    header = ["Model", "Clean", *names] + ([f"AutoAttack (n={next(iter(aa_results.values()))['n']})"] if aa_results else [])
+    from ib_plugins.evaluation import _accuracy_cell, _column_title, _fixed_c_note
+
+    specs = [a.spec for a in next(iter(suite_results.values())).attacks]
+    header = ["Model", "Clean", *(_column_title(s.name, s) for s in specs)]
+    header += [f"AutoAttack (n={next(iter(aa_results.values()))['n']})"] if aa_results else []
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for model, res in suite_results.items():
-        cells = [model, f"{100 * res.clean_accuracy:.2f}", *(f"{100 * a.accuracy:.2f}" for a in res.attacks)]
+        cells = [md_cell(model), f"{100 * res.clean_accuracy:.2f}", *(_accuracy_cell(a) for a in res.attacks)]
         if aa_results:
             cells.append(f"{100 * aa_results[model]['robust_accuracy']:.2f}")
         lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines) + "\n"
+    notes = _fixed_c_note(specs)
+    return "\n".join(lines + ([""] + notes if notes else [])) + "\n"
 
 
 def run_demo(
@@ -384,7 +466,7 @@ def run_demo(
         seed: seed of both runs and of the attacks.
         eval_n: evaluate the attack suite on a subset (None: all 450 test images).
         autoattack_n: number of test images for the AutoAttack column (0 = skip).
-        overwrite: replace a folder of a different demo run.
+        overwrite: replace a folder of a different demo run (and its leaderboard model-info files).
         device: device.
         progress: show progress bars.
 
@@ -428,7 +510,7 @@ def run_demo(
                 model_name=f"demo-{name.lower()}", batch_size=n_aa, seed=seed, out_dir=out, ib_config=ib_config,
                 metadata={"name": f"DigitsCNN {name} (ib-plugins demo)", "architecture": "DigitsCNN",
                           "venue": "ib-plugins demo", "additional_data": False},
-                state_dir=out / "autoattack" / name.lower(), device=device, progress=progress,
+                state_dir=out / "autoattack" / name.lower(), device=device, progress=progress, overwrite=overwrite,
             )
             entries.append(entry)
             aa_results[name] = {"n": n_aa, "clean_accuracy": entry.clean_accuracy, "robust_accuracy": entry.robust_accuracy}
@@ -455,10 +537,11 @@ def run_demo(
         "# ib-plugins demo: CE vs IB-RAR on scikit-learn digits (8x8)",
         "",
         f"Both networks: DigitsCNN, {epochs} epochs, batch 50, seed {seed}; IB-RAR = IB term on the robust layers "
-        f"({', '.join(get_preset('digits-cnn').robust_layers)}) "
+        f"({', '.join(map(md_text, get_preset('digits-cnn').robust_layers))}) "
         "+ channel mask (authors' code mode). Accuracy (%) on "
         f"{x.shape[0]} test images under the IB-RAR attack suite at the digits budget "
-        f"(L∞ ε = {budget_info.linf_eps}; CW is unbounded L2).{aa_note}",
+        f"(L∞ ε = {budget_info.linf_eps} for PGD, FGSM, FAB and NI-FGSM; CW is the paper's fixed-c CW-L2, "
+        "see the note under the table).{aa_note}",
         "",
         table,
     ]

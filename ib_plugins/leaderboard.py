@@ -7,8 +7,10 @@ number_forward_passes, dataset, venue, architecture, eps, clean_acc, reported, c
 corruptions_acc_3d, corruptions_mce, corruptions_mce_3d, autoattack_acc, footnote``, plus the
 curated files' ``unreliable`` (AutoAttack evaluation potentially unreliable) and ``external`` (best
 known robust accuracy). Accuracies are **percentage strings** (``"72.91"``), as RobustBench's
-``update_json`` writes them. Files written by :mod:`ib_plugins` add an ``ib_plugins`` object (IB
-settings, attack-suite results); other unknown keys are kept as they are.
+``update_json`` writes them. Files written by :mod:`ib_plugins` add ``n`` (the number of evaluated
+examples) and an ``ib_plugins`` object (IB settings, attack-suite results); other unknown keys are
+kept as they are. Files without ``n`` (RobustBench's own, or written by older versions) still load:
+their ``n`` is unknown (None), unless ``ib_plugins.n_examples`` gives it.
 
 :class:`LeaderboardEntry` reads (validating the schema), writes and ranks such files;
 :func:`render_markdown` gives the table RobustBench's ``list_available_models`` prints;
@@ -17,7 +19,11 @@ resources, click a column header to sort); :func:`render_leaderboard` writes bot
 
 Ranking follows RobustBench: by the best known robust accuracy (``external`` when present, else
 the AutoAttack accuracy), descending. Entries of different datasets or threat models are listed
-in separate tables.
+in separate tables. Both tables show each entry's ``n`` and a 95 % Wilson score interval
+(:func:`ib_plugins.stats.wilson_interval`, re-exported here) of its clean and robust accuracy; a table whose entries differ in ``n``
+or ε, and a leaderboard mixing datasets or threat models, carry a visible note saying so. In the
+markdown every user-supplied field is escaped (:mod:`ib_plugins._markdown`) and only ``http(s)``
+links are made links.
 
 This module imports only the standard library and torch.
 
@@ -29,9 +35,14 @@ Example:
     >>> print(render_markdown([e]))
     ### digits, Linf (eps = 0.1)
     <BLANKLINE>
-    | # | Model ID | Paper | Clean accuracy | Robust accuracy | Architecture | Venue |
-    |:---:|---|---|:---:|:---:|:---:|:---:|
-    | **1** | **ib_rar_digits** | *IB-RAR* | 97.50% | 61.25% | DigitsCNN | Unpublished |
+    | # | Model ID | Paper | Clean accuracy | Robust accuracy | n | Clean 95% CI | Robust 95% CI | Architecture | Venue |
+    |:---:|---|---|:---:|:---:|:---:|:---:|:---:|:---:|:---:|
+    | **1** | **ib_rar_digits** | *IB-RAR* | 97.50% | 61.25% | unknown | - | - | DigitsCNN | Unpublished |
+    <BLANKLINE>
+    n: number of evaluated examples (unknown: not recorded in the model-info file). 95% CI: Wilson score interval of the accuracy over n examples.
+    >>> e.n = 80
+    >>> print(render_markdown([e]).splitlines()[-3])
+    | **1** | **ib_rar_digits** | *IB-RAR* | 97.50% | 61.25% | 80 | [91.3, 99.3] | [50.3, 71.2] | DigitsCNN | Unpublished |
 """
 
 from __future__ import annotations
@@ -47,10 +58,14 @@ from fractions import Fraction
 from pathlib import Path
 from typing import Any, Union
 
+from ib_plugins._markdown import md_cell, md_link, md_text
+from ib_plugins.stats import wilson_interval
+
 __all__ = [
     "MODEL_INFO_FIELDS",
     "THREAT_MODELS",
     "LeaderboardEntry",
+    "wilson_interval",
     "load_entries",
     "render_markdown",
     "render_html",
@@ -95,7 +110,7 @@ _PERCENT_FIELDS = (
     "external",
 )
 _ROBUST_FIELDS = ("autoattack_acc", "corruptions_acc", "corruptions_acc_3d", "external")
-_KNOWN_KEYS = frozenset(MODEL_INFO_FIELDS) | {"unreliable", "external", "ib_plugins"}
+_KNOWN_KEYS = frozenset(MODEL_INFO_FIELDS) | {"unreliable", "external", "n", "ib_plugins"}
 
 
 # --------------------------------------------------------------------------------------------------
@@ -165,6 +180,18 @@ def _pct(text: str | None) -> float | None:
     return None if text is None else float(text) / 100.0
 
 
+def _count(fraction: float, n: int) -> int:
+    """The number of successes behind an accuracy rounded to 0.01 % (exact for n <= 10,000)."""
+    return min(n, max(0, round(fraction * n)))
+
+
+def _interval_text(fraction: float | None, n: int | None) -> str:
+    if fraction is None or n is None:
+        return "-"
+    low, high = wilson_interval(_count(fraction, n), n)
+    return f"[{low * 100:.1f}, {high * 100:.1f}]"
+
+
 # --------------------------------------------------------------------------------------------------
 # The entry
 # --------------------------------------------------------------------------------------------------
@@ -193,6 +220,8 @@ class LeaderboardEntry:
             results (not produced by ib_plugins).
         unreliable: the AutoAttack evaluation is potentially unreliable.
         external: best known robust accuracy (AutoAttack + external evaluations), in percent.
+        n: the number of evaluated examples (JSON key ``"n"``); None = unknown (RobustBench's
+            files do not record it). When None, ``ib_plugins["n_examples"]`` is used if present.
         ib_plugins: the IB settings and extra results written by ib_plugins.
         extra: unknown keys of the file, kept for round trips.
         path: the file it was read from / written to (not serialised).
@@ -229,6 +258,7 @@ class LeaderboardEntry:
     footnote: str | None = None
     unreliable: bool = False
     external: str | None = None
+    n: int | None = None
     ib_plugins: dict[str, Any] | None = None
     extra: dict[str, Any] = field(default_factory=dict)
     path: Path | None = field(default=None, compare=False, repr=False)
@@ -265,6 +295,13 @@ class LeaderboardEntry:
             raise ValueError(f"field 'unreliable': expected true or false, got {self.unreliable!r}")
         if self.ib_plugins is not None and not isinstance(self.ib_plugins, dict):
             raise ValueError(f"field 'ib_plugins': expected an object or null, got {_type_name(self.ib_plugins)}")
+        if self.n is None and self.ib_plugins is not None:
+            recorded = self.ib_plugins.get("n_examples")
+            if isinstance(recorded, int) and not isinstance(recorded, bool) and recorded >= 1:
+                self.n = recorded
+        if self.n is not None and (isinstance(self.n, bool) or not isinstance(self.n, int) or self.n < 1):
+            raise ValueError(f"field 'n': expected the number of evaluated examples (an integer >= 1) or null, "
+                             f"got {self.n!r}")
         if not isinstance(self.extra, dict):
             raise ValueError(f"extra: expected a dict, got {_type_name(self.extra)}")
 
@@ -307,7 +344,7 @@ class LeaderboardEntry:
     # -- (de)serialisation ---------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
         """The model-info JSON object: every ModelInfo field (nulls included), ``unreliable``,
-        ``external`` when set, unknown keys, then ``ib_plugins`` when set.
+        ``external`` and ``n`` when set, unknown keys, then ``ib_plugins`` when set.
 
         Returns:
             A JSON-serialisable dict.
@@ -321,6 +358,8 @@ class LeaderboardEntry:
         out["unreliable"] = self.unreliable
         if self.external is not None:
             out["external"] = self.external
+        if self.n is not None:
+            out["n"] = self.n
         for key, value in self.extra.items():
             if key not in out:
                 out[key] = value
@@ -558,8 +597,56 @@ def _group_eps(group: Sequence[LeaderboardEntry]) -> str:
     return ", ".join(labels)
 
 
-def _md_cell(text: object) -> str:
-    return str(text).replace("\\", "\\\\").replace("|", "\\|").replace("\n", " ").strip()
+def _n_text(n: int | None) -> str:
+    return "unknown" if n is None else str(n)
+
+
+def _mixed_notes(group: Sequence[LeaderboardEntry]) -> list[str]:
+    """Plain-text notes for a table whose entries differ in n or eps (empty when they agree)."""
+    notes: list[str] = []
+    ns = {e.n for e in group}
+    if len(ns) > 1:
+        labels = [str(v) for v in sorted(v for v in ns if v is not None)] + (["unknown"] if None in ns else [])
+        notes.append(
+            f"this table mixes evaluations on different numbers of examples (n = {', '.join(labels)}); "
+            "accuracies measured on few examples are uncertain, and ranks whose 95% intervals overlap are not "
+            "significant."
+        )
+    radii: dict[float | None, str] = {}
+    for e in group:
+        key = None if e.eps is None else round(e.eps_value or 0.0, 12)
+        radii.setdefault(key, "unknown" if e.eps is None else _format_eps(e.eps))
+    if len(radii) > 1:
+        labels = [radii[k] for k in sorted(k for k in radii if k is not None)] + (["unknown"] if None in radii else [])
+        notes.append(
+            f"this table mixes radii (eps = {', '.join(labels)}); accuracies at different radii are not comparable."
+        )
+    if any(e.threat_model is None for e in group):
+        notes.append("the threat model of these entries is unknown; they may mix norms.")
+    return notes
+
+
+def _mixed_groups_note(keys: Sequence[tuple[str, str]]) -> str | None:
+    """Plain-text note for a leaderboard holding several datasets or threat models (None otherwise)."""
+    datasets = sorted({d for d, _ in keys})
+    threats = sorted({t for _, t in keys})
+    parts = []
+    if len(datasets) > 1:
+        parts.append(f"datasets ({', '.join(datasets)})")
+    if len(threats) > 1:
+        parts.append(f"threat models ({', '.join(threats)})")
+    if not parts:
+        return None
+    return (
+        f"this leaderboard mixes {' and '.join(parts)}; entries are ranked within each table only and are not "
+        "comparable across tables."
+    )
+
+
+_MD_LEGEND = (
+    "n: number of evaluated examples (unknown: not recorded in the model-info file). "
+    "95% CI: Wilson score interval of the accuracy over n examples."
+)
 
 
 def _venue(e: LeaderboardEntry) -> str:
@@ -567,12 +654,17 @@ def _venue(e: LeaderboardEntry) -> str:
 
 
 def render_markdown(entries: Iterable[LeaderboardEntry | PathLike], *, title: str | None = None) -> str:
-    """The leaderboard as markdown, in RobustBench's ``list_available_models`` layout.
+    """The leaderboard as markdown, in RobustBench's ``list_available_models`` layout plus n.
 
-    Columns ``# | Model ID | Paper | Clean accuracy | Robust accuracy | Architecture | Venue``, one
-    table per (dataset, threat model), rows sorted by robust accuracy (best known, i.e.
-    ``external`` when present, as RobustBench) descending. The paper is a link when ``link`` is
-    set; an empty venue reads "Unpublished".
+    Columns ``# | Model ID | Paper | Clean accuracy | Robust accuracy | n | Clean 95% CI | Robust
+    95% CI | Architecture | Venue``, one table per (dataset, threat model), rows sorted by robust
+    accuracy (best known, i.e. ``external`` when present, as RobustBench) descending. ``n`` is the
+    number of evaluated examples ("unknown" when the file does not record it, the intervals then
+    read ``-``); the intervals are 95 % Wilson score intervals (:func:`wilson_interval`) in
+    percent. Below each table a line explains the columns, and a ``**Note:**`` says so when the
+    table mixes different ``n`` or ε; one under the title when the leaderboard mixes datasets or
+    threat models. The paper is a link when ``link`` is an ``http(s)`` URL; an empty venue reads
+    "Unpublished". Every user-supplied field is escaped (``|``, newlines, HTML, markdown syntax).
 
     Args:
         entries: entries or model-info paths (files or folders).
@@ -582,33 +674,50 @@ def render_markdown(entries: Iterable[LeaderboardEntry | PathLike], *, title: st
         The markdown text (no trailing newline).
 
     Example:
-        >>> a = LeaderboardEntry(model_name="a", dataset="cifar10", threat_model="Linf", clean_acc="80",
+        >>> a = LeaderboardEntry(model_name="a", dataset="cifar10", threat_model="Linf", clean_acc="80", n=100,
         ...                      autoattack_acc="40", name="Paper A", link="https://example.org/a", venue="ICML 2024")
-        >>> b = LeaderboardEntry(model_name="b", dataset="cifar10", threat_model="Linf", clean_acc="90", autoattack_acc="45")
-        >>> print(render_markdown([a, b]).splitlines()[-2:])
-        ['| **1** | **b** | *b* | 90.00% | 45.00% | - | Unpublished |', '| **2** | **a** | *[Paper A](https://example.org/a)* | 80.00% | 40.00% | - | ICML 2024 |']
+        >>> b = LeaderboardEntry(model_name="b", dataset="cifar10", threat_model="Linf", clean_acc="90",
+        ...                      autoattack_acc="45", n=20)
+        >>> for line in render_markdown([a, b]).splitlines()[4:]:
+        ...     print(line)
+        | **1** | **b** | *b* | 90.00% | 45.00% | 20 | [69.9, 97.2] | [25.8, 65.8] | - | Unpublished |
+        | **2** | **a** | *[Paper A](https://example.org/a)* | 80.00% | 40.00% | 100 | [71.1, 86.7] | [30.9, 49.8] | - | ICML 2024 |
+        <BLANKLINE>
+        n: number of evaluated examples (unknown: not recorded in the model-info file). 95% CI: Wilson score interval of the accuracy over n examples.
+        <BLANKLINE>
+        **Note:** this table mixes evaluations on different numbers of examples (n = 20, 100); accuracies measured on few examples are uncertain, and ranks whose 95% intervals overlap are not significant.
     """
     items = _coerce(entries)
     lines: list[str] = []
     if title:
-        lines += [f"# {_md_cell(title)}", ""]
+        lines += [f"# {md_text(title)}", ""]
     if not items:
         lines.append("_No entries._")
         return "\n".join(lines)
-    for (dataset, threat), group in _groups(items):
+    groups = _groups(items)
+    overall = _mixed_groups_note([key for key, _ in groups])
+    if overall:
+        lines += [f"**Note:** {md_text(overall)}", ""]
+    for (dataset, threat), group in groups:
         eps = _group_eps(group)
-        lines.append(f"### {_md_cell(dataset)}, {_md_cell(threat)}" + (f" (eps = {eps})" if eps else ""))
+        lines.append(f"### {md_text(dataset)}, {md_cell(threat)}" + (f" (eps = {md_cell(eps)})" if eps else ""))
         lines.append("")
-        lines.append("| # | Model ID | Paper | Clean accuracy | Robust accuracy | Architecture | Venue |")
-        lines.append("|:---:|---|---|:---:|:---:|:---:|:---:|")
+        lines.append(
+            "| # | Model ID | Paper | Clean accuracy | Robust accuracy | n | Clean 95% CI | Robust 95% CI | "
+            "Architecture | Venue |"
+        )
+        lines.append("|:---:|---|---|:---:|:---:|:---:|:---:|:---:|:---:|:---:|")
         for i, e in enumerate(group, start=1):
-            paper = _md_cell(e.name or e.model_name)
-            paper = f"*[{paper}]({e.link})*" if e.link else f"*{paper}*"
+            paper = f"*{md_link(e.name or e.model_name, e.link)}*"
+            architecture = md_cell(e.architecture) if e.architecture else "-"
             lines.append(
-                f"| **{i}** | **{_md_cell(e.model_name)}** | {paper} | {e.clean_accuracy:.2%} | "
-                f"{e.best_known_accuracy:.2%} | {_md_cell(e.architecture or '-')} | {_md_cell(_venue(e))} |"
+                f"| **{i}** | **{md_cell(e.model_name)}** | {paper} | {e.clean_accuracy:.2%} | "
+                f"{e.best_known_accuracy:.2%} | {_n_text(e.n)} | {_interval_text(e.clean_accuracy, e.n)} | "
+                f"{_interval_text(e.best_known_accuracy, e.n)} | {architecture} | {md_cell(_venue(e))} |"
             )
-        lines.append("")
+        lines += ["", _MD_LEGEND, ""]
+        for note in _mixed_notes(group):
+            lines += [f"**Note:** {md_text(note)}", ""]
     return "\n".join(lines).rstrip("\n")
 
 
@@ -617,6 +726,7 @@ body { font-family: -apple-system, "Segoe UI", Roboto, Helvetica, Arial, sans-se
        max-width: 1200px; padding: 0 1em; color: #222; }
 h1 { font-size: 1.6em; } h2 { font-size: 1.2em; margin-top: 2em; }
 p.note { color: #555; font-size: 0.9em; }
+p.warning { color: #7a4500; background: #fff4e0; border-left: 4px solid #e0a030; padding: 0.4em 0.8em; }
 table.datatable { border-collapse: collapse; width: 100%; font-size: 0.92em; }
 table.datatable th, table.datatable td { border-bottom: 1px solid #ddd; padding: 0.45em 0.6em; vertical-align: top; }
 table.datatable th { background: #f4f6f8; cursor: pointer; user-select: none; white-space: nowrap; text-align: center; }
@@ -624,7 +734,8 @@ table.datatable th:hover, table.datatable th:focus { background: #e4e9ee; outlin
 table.datatable th[aria-sort="ascending"]::after { content: " \\25B2"; font-size: 0.75em; }
 table.datatable th[aria-sort="descending"]::after { content: " \\25BC"; font-size: 0.75em; }
 table.datatable tbody tr:nth-child(even) { background: #fafbfc; }
-td.ranktd, td.catd, td.aatd, td.aa-extd, td.flagsd, td.datatd { text-align: center; }
+td.ranktd, td.catd, td.aatd, td.aa-extd, td.flagsd, td.datatd, td.ntd { text-align: center; }
+span.ci { color: #666; font-size: 0.8em; white-space: nowrap; }
 td.methoddt a { color: #1a5fb4; text-decoration: none; } td.methoddt a:hover { text-decoration: underline; }
 span.td-footer { color: #666; font-size: 0.85em; }
 span.model-id { color: #777; font-size: 0.8em; font-family: monospace; }
@@ -705,6 +816,7 @@ _HTML_COLUMNS: tuple[tuple[str, str, str, str], ...] = (
     ("extra", "Extra <br>data", "extra-data", "text"),
     ("architecture", "Architecture", "arch", "text"),
     ("venue", "Venue", "venue", "text"),
+    ("n", "Evaluated <br>examples <br>(n)", "n", "number"),
 )
 
 
@@ -721,6 +833,12 @@ def _safe_link(link: str | None) -> str | None:
     return None
 
 
+def _html_ci(fraction: float, n: int | None) -> str:
+    if n is None:
+        return ""
+    return f'<br><span class="ci" title="95% Wilson score interval over n = {n}">{_interval_text(fraction, n)}</span>'
+
+
 def _html_row(rank: int, e: LeaderboardEntry) -> str:
     label = e.name or e.model_name
     link = _safe_link(e.link)
@@ -730,7 +848,7 @@ def _html_row(rank: int, e: LeaderboardEntry) -> str:
     if e.footnote:
         method += f'<br><span class="td-footer">{_e(e.footnote)}</span>'
     robust = e.robust_accuracy
-    aa_text = "N/A" if robust is None else f"{robust * 100:.2f}%"
+    aa_text = "N/A" if robust is None else f"{robust * 100:.2f}%" + _html_ci(robust, e.n)
     best = e.best_known_accuracy
     extra = "&#9745;" if e.additional_data else "&#215;"
     extra_value = "1" if e.additional_data else "0"
@@ -738,13 +856,15 @@ def _html_row(rank: int, e: LeaderboardEntry) -> str:
     cells = [
         f'<td class="ranktd" data-value="{rank}">{rank}</td>',
         f'<td class="methoddt" data-value="{_e(label.lower())}">{method}</td>',
-        f'<td class="catd" data-value="{e.clean_accuracy * 100:.4f}">{e.clean_accuracy * 100:.2f}%</td>',
+        f'<td class="catd" data-value="{e.clean_accuracy * 100:.4f}">{e.clean_accuracy * 100:.2f}%'
+        f"{_html_ci(e.clean_accuracy, e.n)}</td>",
         f'<td class="aatd" data-value="{"" if robust is None else f"{robust * 100:.4f}"}">{aa_text}</td>',
-        f'<td class="aa-extd" data-value="{best * 100:.4f}">{best * 100:.2f}%</td>',
+        f'<td class="aa-extd" data-value="{best * 100:.4f}">{best * 100:.2f}%{_html_ci(best, e.n)}</td>',
         f'<td class="flagsd" data-value="{int(e.unreliable)}">{unreliable}</td>',
         f'<td class="datatd" data-value="{extra_value}">{extra}</td>',
         f'<td class="archtd">{_e(e.architecture or "-")}</td>',
         f'<td class="venuetd">{_e(_venue(e))}</td>',
+        f'<td class="ntd" data-value="{"" if e.n is None else e.n}">{_n_text(e.n)}</td>',
     ]
     return (
         f'<tr data-rank="{rank}" data-model="{_e(e.model_name)}">\n          ' + "\n          ".join(cells) + "\n        </tr>"
@@ -761,10 +881,14 @@ def render_html(entries: Iterable[LeaderboardEntry | PathLike], *, title: str = 
 
     Columns: Rank, Method (paper link + name, model ID, footnote), Standard accuracy, AutoAttack
     robust accuracy, Best known robust accuracy (``external`` or AutoAttack), AA eval. potentially
-    unreliable, Extra data, Architecture, Venue; one table per (dataset, threat model), sorted by
-    robust accuracy (best known) descending. Clicking a column header (or Enter on it) sorts by
-    that column, again to reverse; a URL fragment ``#sort=<key>-asc|desc`` (keys ``rank, method,
-    clean, autoattack, best, unreliable, extra, architecture, venue``) picks the initial order.
+    unreliable, Extra data, Architecture, Venue, Evaluated examples (n, "unknown" when not
+    recorded); one table per (dataset, threat model), sorted by robust accuracy (best known)
+    descending. Under each accuracy, when n is known, its 95 % Wilson score interval
+    (:func:`wilson_interval`). A highlighted note says so when a table mixes different n or ε, and
+    at the top when the page mixes datasets or threat models. Clicking a column header (or Enter
+    on it) sorts by that column, again to reverse; a URL fragment ``#sort=<key>-asc|desc`` (keys
+    ``rank, method, clean, autoattack, best, unreliable, extra, architecture, venue, n``) picks the
+    initial order.
     Inline CSS and JavaScript only, a Content-Security-Policy forbidding external resources, and
     all text HTML-escaped (only ``http(s)`` links are made clickable).
 
@@ -795,9 +919,13 @@ def render_html(entries: Iterable[LeaderboardEntry | PathLike], *, title: str = 
         )
         rows = "\n        ".join(_html_row(i, e) for i, e in enumerate(group, start=1))
         heading = f"{_e(dataset)} &middot; {_e(threat)}" + (f" &middot; &epsilon; = {_e(eps)}" if eps else "")
+        notes = "".join(
+            f'\n    <p class="note warning" role="note"><strong>Note:</strong> {_e(note)}</p>'
+            for note in _mixed_notes(group)
+        )
         sections.append(
             f"""  <section>
-    <h2>{heading}</h2>
+    <h2>{heading}</h2>{notes}
     <table id="{_e(_table_id(dataset, threat))}" class="datatable leaderboard">
       <thead>
         <tr>
@@ -812,6 +940,9 @@ def render_html(entries: Iterable[LeaderboardEntry | PathLike], *, title: str = 
         )
     if not sections:
         sections.append('  <p class="note">No entries.</p>')
+    overall = _mixed_groups_note([key for key, _ in _groups(items)])
+    if overall:
+        sections.insert(0, f'  <p class="note warning" role="note"><strong>Note:</strong> {_e(overall)}</p>')
     body = "\n".join(sections)
     return f"""<!DOCTYPE html>
 <html lang="en">
@@ -826,7 +957,8 @@ def render_html(entries: Iterable[LeaderboardEntry | PathLike], *, title: str = 
 <body>
   <h1>{_e(title)}</h1>
   <p class="note">Ranked by robust accuracy (best known: external evaluations when given, else AutoAttack), as on
-  RobustBench. Click a column header to sort.</p>
+  RobustBench. Click a column header to sort. n: number of evaluated examples (unknown: not recorded in the
+  model-info file); the bracketed ranges under the accuracies are 95% Wilson score intervals over n examples.</p>
 {body}
   <script>{_JS}</script>
 </body>

@@ -34,6 +34,10 @@ class LayerPreset:
         robust_layers: the subset the paper found robust (empty when the paper gives none).
         mask_layer: the layer whose output the channel mask acts on, or None.
         mask_k: the authors' ``k`` for the code-mode mask on this architecture.
+        record_masked: whether the IB term sees the mask layer's output *after* the mask (True: the
+            authors' VGG-16 masks block 5 before appending it to its list) or *before* it (False:
+            their ResNet-18 appends the pooled vector, then masks it; spec §2.2). Only matters when
+            the mask layer is also an IB layer; :func:`ib_plugins.wrap_model` uses it by default.
         description: one line for listings.
         matches: optional predicate recognising a model instance without an ``ib_preset`` attribute.
 
@@ -47,6 +51,7 @@ class LayerPreset:
     robust_layers: tuple[str, ...] = ()
     mask_layer: str | None = None
     mask_k: int = 10
+    record_masked: bool = True
     description: str = ""
     matches: Callable[[nn.Module], bool] | None = field(default=None, compare=False, repr=False)
 
@@ -195,6 +200,7 @@ register_preset(
         layers=("stem", *_RESNET_BLOCKS, "pool"),
         mask_layer="pool",
         mask_k=20,
+        record_masked=False,  # the authors record the pooled vector, then mask it (resnet.py L192-201)
         description="IB-RAR ResNet-18 (CIFAR stem): stem, 8 BasicBlocks, pooled 512-vector",
     )
 )
@@ -217,6 +223,7 @@ register_preset(
         layers=("relu", *_RESNET_BLOCKS, "avgpool"),
         mask_layer="avgpool",
         mask_k=20,
+        record_masked=False,  # as the authors' ResNet-18
         description="torchvision.models.resnet18: stem ReLU, 8 BasicBlocks, avgpool",
         matches=_is_torchvision_resnet18,
     )

@@ -49,6 +49,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
 
+from ib_plugins._markdown import md_cell, md_code, md_text
 from ib_plugins._optional import require
 from ib_plugins.errors import IBPluginsError
 from ib_plugins.wrap import IBModel, wrap_model
@@ -115,11 +116,19 @@ class TrainConfig:
         preset: one of :data:`PRESETS`.
         ib: add the IB-RAR term (methods ce, pgd-at, trades, mart).
         ib_layers: layer spec for :func:`ib_plugins.wrap_model` (``"robust"``, ``"all"``, names).
+            None = as the authors' scripts (spec A5): every hook point (``"all"``) for adversarial
+            training (pgd-at, trades, mart); the robust layers for ce where the model's preset
+            defines them (VGG-16: block 5, FC1, FC2, Table III), else every hook point.
         alpha: α of the IB term.
         beta: β of the IB term.
         y_kernel: kernel on Y; None = the authors' per-script choice (spec §2.1).
         mask: channel mask mode (``"code"``, ``"paper"``) or None.
         mask_every: mask one batch in ``mask_every`` (10 authors' code, 1 Algorithm 1).
+        record_masked: when the mask layer is also an IB layer, whether the IB term sees its output
+            after the mask (True) or before it (False). None = ``ibrar-code``: the authors' order
+            for the architecture (VGG-16 masks block 5 before recording it; ResNet-18 records the
+            pooled vector, then masks it; see :attr:`ib_plugins.presets.LayerPreset.record_masked`);
+            ``paper``/``standard``: after the mask (Algorithm 1 masks T before the IB term).
         ib_on: which forward the IB term regularises under AT: ``"adv"``, ``"clean"``, ``"both"``.
         x_for_ib: X of ``I(X, T)``: ``"clean"`` (authors) or ``"adv"`` (``--advinput``).
         epochs: number of epochs.
@@ -170,12 +179,13 @@ class TrainConfig:
     method: str = "ce"
     preset: str = "ibrar-code"
     ib: bool = False
-    ib_layers: str | list[str] = "robust"
+    ib_layers: str | list[str] | None = None
     alpha: float = 0.008
     beta: float = 0.08
     y_kernel: str | None = None
     mask: str | None = None
     mask_every: int = 10
+    record_masked: bool | None = None
     ib_on: str | None = None
     x_for_ib: str = "clean"
     epochs: int = 60
@@ -266,6 +276,13 @@ class TrainConfig:
 def _choice(name: str, value: object, choices: tuple[str, ...]) -> None:
     if value not in choices:
         raise ValueError(f"{name}: expected one of {', '.join(map(repr, choices))}, got {value!r}")
+
+
+def _model_preset(model: str) -> Any:
+    """The layer preset of a library model name (model names equal preset names), or None."""
+    from ib_plugins.presets import get_preset, list_presets
+
+    return get_preset(model) if model in list_presets() else None
 
 
 def resolve_config(config: TrainConfig) -> TrainConfig:
@@ -367,6 +384,15 @@ def resolve_config(config: TrainConfig) -> TrainConfig:
     _choice("y_kernel", c.y_kernel, ("linear", "gaussian"))
     if c.ib_on is None:
         c.ib_on = {"pgd-at": "adv", "trades": "both", "mart": "both"}.get(c.method, "clean")
+    # Which layers, and what the IB term sees at the mask layer (spec §2.2, A5).
+    model_preset = _model_preset(c.model)
+    if c.ib_layers is None:
+        has_robust = model_preset is not None and bool(model_preset.robust_layers)
+        c.ib_layers = "robust" if c.method == "ce" and has_robust else "all"
+    if c.record_masked is None:
+        c.record_masked = model_preset.record_masked if code and model_preset is not None else True
+    if not isinstance(c.record_masked, bool):
+        raise ValueError(f"record_masked: expected None, true or false, got {c.record_masked!r}")
     _choice("ib_on", c.ib_on, ("adv", "clean", "both"))
     if c.hbar_lambda_x is None:
         c.hbar_lambda_x = 0.0005 if c.hbar_adv else 0.006
@@ -777,6 +803,7 @@ def build_model(config: TrainConfig) -> tuple[nn.Module, nn.Module]:
             num_classes=info.num_classes,
             y_kernel=config.y_kernel,  # type: ignore[arg-type]
             mask=config.mask,
+            record_masked=config.record_masked,
         )
         if model.mask is not None:
             model.mask.every = config.mask_every
@@ -844,6 +871,10 @@ def load_model_from_checkpoint(
 ) -> tuple[nn.Module, TrainConfig, dict[str, Any]]:
     """Rebuild the trained network of a checkpoint (plain network; VIB models keep their head).
 
+    The global torch RNGs are left as they were: building the network draws initial weights (which
+    the stored ones replace) from a forked generator, so a seeded script behaves the same whether
+    or not it loads a model.
+
     Args:
         path: checkpoint file.
         map_location: device for the tensors.
@@ -856,6 +887,14 @@ def load_model_from_checkpoint(
         CheckpointError: unreadable file, a different model than expected, or weights that do not fit.
 
     Example:
+        >>> import os, tempfile
+        >>> path = os.path.join(tempfile.mkdtemp(), "checkpoint.pt")
+        >>> config = resolve_config(TrainConfig())
+        >>> save_checkpoint(path, {"model": build_model(config)[1].state_dict(), "config": config.to_dict()})
+        >>> state = torch.get_rng_state()
+        >>> model, cfg, ckpt = load_model_from_checkpoint(path)
+        >>> type(model).__name__, model.training, torch.equal(state, torch.get_rng_state())
+        ('DigitsCNN', False, True)
         >>> try:
         ...     load_model_from_checkpoint("/nonexistent.pt")
         ... except CheckpointError:
@@ -869,7 +908,12 @@ def load_model_from_checkpoint(
         raise CheckpointError(f"{path}: the stored config is invalid ({err})") from err
     if expect_model is not None and config.model != expect_model:
         raise CheckpointError(f"{path} holds a {config.model!r} model, not {expect_model!r}")
-    trainable, base = build_model(dataclasses.replace(config, ib=False, mask=None) if config.method != "vib" else config)
+    # The initial weights drawn here are overwritten: draw them from a forked generator, so that
+    # loading leaves the caller's random streams (CPU, and the CUDA devices in use) where they were.
+    cuda = list(range(torch.cuda.device_count())) if torch.cuda.is_available() and torch.cuda.is_initialized() else []
+    plain = config if config.method == "vib" else dataclasses.replace(config, ib=False, mask=None)
+    with torch.random.fork_rng(devices=cuda):
+        trainable, base = build_model(plain)
     model = trainable if config.method == "vib" else base
     try:
         model.load_state_dict(ckpt["model"])
@@ -1371,16 +1415,18 @@ class Trainer:
         """
         c = self.config
         lines = [
-            f"# {c.method}{' + IB' if c.ib else ''}{' + mask (' + c.mask + ')' if c.mask else ''} on {c.dataset} / {c.model}",
+            f"# {md_text(c.method)}{' + IB' if c.ib else ''}{' + mask (' + md_text(c.mask) + ')' if c.mask else ''} "
+            f"on {md_text(c.dataset)} / {md_text(c.model)}",
             "",
-            f"Preset `{c.preset}`, {c.epochs} epochs, batch {c.batch_size}, seed {c.seed}.",
+            f"Preset {md_code(c.preset)}, {c.epochs} epochs, batch {c.batch_size}, seed {c.seed}.",
             "",
             "| metric | value |",
             "|---|---|",
         ]
         for key in sorted(final):
             value = final[key]
-            lines.append(f"| {key} | {value:.4f} |" if isinstance(value, float) else f"| {key} | {value} |")
+            cell = f"{value:.4f}" if isinstance(value, float) else md_cell(value)
+            lines.append(f"| {md_cell(key)} | {cell} |")
         return "\n".join(lines) + "\n"
 
     def _plot(self) -> None:

@@ -93,6 +93,8 @@ class IBModel(nn.Module):
         bottleneck: the regulariser's configuration.
         mask: optional channel mask; attached to ``mask_layer``.
         mask_layer: dotted name of the masked layer (required with ``mask``).
+        record_masked: when the mask layer is also an IB layer, record its output after the mask
+            (True, the authors' VGG-16) or before it (False, the authors' ResNet-18).
         check_finite: raise :class:`~ib_plugins.errors.NonFiniteActivationError` naming the layer when
             an activation holds NaN/inf. The check reads the ``[L]`` per-layer HSIC values (a
             non-finite activation makes its layer's values non-finite), never the activations
@@ -122,6 +124,7 @@ class IBModel(nn.Module):
         bottleneck: HSICBottleneck,
         mask: ChannelMask | None = None,
         mask_layer: str | None = None,
+        record_masked: bool = True,
         check_finite: bool | None = None,
         max_records: int = 4,
         global_batch: bool = False,
@@ -137,7 +140,10 @@ class IBModel(nn.Module):
         self.bottleneck = bottleneck
         if check_finite is not None and not isinstance(check_finite, bool):
             raise TypeError(f"check_finite: expected None, True or False, got {check_finite!r}")
+        if not isinstance(record_masked, bool):
+            raise TypeError(f"record_masked: expected True or False, got {record_masked!r}")
         self.check_finite = check_finite
+        self.record_masked = record_masked
         self.global_batch = bool(global_batch)
         resolve_layers(model, layers)  # validate before registering anything
         self._layers = tuple(layers)
@@ -154,7 +160,9 @@ class IBModel(nn.Module):
                 self._capture.remove()
                 raise ValueError("mask_layer: a channel mask needs the dotted name of the layer it masks, got None")
             try:
-                mask.attach(model, mask_layer)
+                # The capture's hooks are already registered: prepending the mask's makes the IB term
+                # record the masked output; appending it, the unmasked one.
+                mask.attach(model, mask_layer, prepend=record_masked)
             except BaseException:
                 self._capture.remove()
                 raise
@@ -461,7 +469,7 @@ class IBModel(nn.Module):
         return {
             "layers": list(self._layers),
             **self.bottleneck.config(),
-            "mask": None if self.mask is None else self.mask.config(),
+            "mask": None if self.mask is None else {**self.mask.config(), "record_masked": self.record_masked},
         }
 
     @property
@@ -511,14 +519,87 @@ class IBModel(nn.Module):
         return f"layers={list(self._layers)}"
 
 
+def _cuda_rng_devices() -> list[int]:
+    """Indices of the CUDA devices whose generators may have been used (none before CUDA is initialised)."""
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        return list(range(torch.cuda.device_count()))
+    return []
+
+
+def _unique_parameters(modules: Sequence[nn.Module]) -> list[nn.Parameter]:
+    """The parameters of ``modules`` (the list of ``model.modules()``), each once, as ``model.parameters()``.
+
+    Reads each module's own ``_parameters``: a fraction of the cost of ``model.parameters()``, which
+    walks the module tree again.
+    """
+    seen: set[int] = set()
+    params = []
+    for m in modules:
+        for p in m._parameters.values():
+            if p is not None and id(p) not in seen:
+                seen.add(id(p))
+                params.append(p)
+    return params
+
+
+@contextmanager
+def _untouched_grads_and_rngs(model: nn.Module, *, modules: Sequence[nn.Module] | None = None) -> Iterator[None]:
+    """Give back every parameter's ``.grad`` and ``requires_grad`` and the global RNG states on exit.
+
+    On entry each parameter's ``.grad`` is set aside by reference (no copy, no host read) and
+    replaced by None: torch accumulates into an existing ``.grad`` in place, so an evaluation whose
+    attack calls ``loss.backward()`` (torchattacks' CW and FAB, AutoAttack's FAB/FAB-T) writes into
+    fresh tensors instead of the caller's gradients. On exit, also after an exception, those fresh
+    gradients are dropped and the original ``.grad`` objects (None included) and ``requires_grad``
+    flags are put back, so an evaluation between ``loss.backward()`` and ``optimizer.step()`` does
+    not change the update. The global RNGs are given back too: torch's CPU generator and those of
+    the initialised CUDA devices (a randomised model drawing noise in its eval forward would
+    otherwise advance them), Python's ``random`` and, only when ``numpy.random`` is already
+    imported, numpy's legacy global generator (numpy is never imported here).
+
+    Not for the training hot path: the cost is one Python pass over the parameters per entry.
+    ``modules``: ``list(model.modules())`` when the caller has it already (saves a walk of the tree).
+    """
+    import random
+    import sys
+
+    params = _unique_parameters(list(model.modules()) if modules is None else modules)
+    grads = [p.grad for p in params]
+    flags = [p.requires_grad for p in params]
+    np_random = sys.modules.get("numpy.random")
+    np_state = np_random.get_state() if np_random is not None else None
+    py_state = random.getstate()
+    try:
+        with torch.random.fork_rng(devices=_cuda_rng_devices()):
+            for p, g in zip(params, grads):
+                if g is not None:
+                    p.grad = None
+            yield
+    finally:
+        try:
+            for p, g, flag in zip(params, grads, flags):
+                if p.requires_grad != flag:
+                    p.requires_grad_(flag)
+                if p.grad is not g:
+                    p.grad = g
+        finally:
+            random.setstate(py_state)
+            if np_random is not None:
+                np_random.set_state(np_state)
+
+
 @contextmanager
 def _inference_modes(model: nn.Module) -> Iterator[None]:
-    """Eval mode with IBModel recording paused; every submodule's ``training`` flag restored on exit.
+    """Eval mode with IBModel recording paused; the model and the process given back as found on exit.
 
-    The flags come back also after an exception. Recording stays paused even if code inside switches
-    the model to train mode (e.g. an attack configured to run in train mode). Shared by the
-    evaluators (attack suites, AutoAttack, RobustBench, adaptive attacks, audits), so an evaluation
-    neither records activations nor leaves the model in another mode than it found it.
+    Every submodule's ``training`` flag is restored on exit, also after an exception. Recording
+    stays paused even if code inside switches the model to train mode (e.g. an attack configured to
+    run in train mode). Every parameter's ``.grad`` (None included) and ``requires_grad`` and the
+    global RNGs (torch CPU/CUDA, Python ``random``, numpy's if imported) are given back as well, see
+    :func:`_untouched_grads_and_rngs`. Shared by the evaluators (attack suites, AutoAttack,
+    RobustBench, adaptive attacks, audits, entropy metrics), so an evaluation neither records
+    activations, nor leaves the model in another mode than it found it, nor changes the gradients
+    of a pending optimiser step, nor moves a seeded script's random streams.
     """
     # Evaluators enter this a few times per attack: touch (slow) nn.Module.__setattr__ only where
     # a flag actually changes.
@@ -526,6 +607,7 @@ def _inference_modes(model: nn.Module) -> Iterator[None]:
     modes = [m.training for m in modules]
     try:
         with contextlib.ExitStack() as stack:
+            stack.enter_context(_untouched_grads_and_rngs(model, modules=modules))
             for m in modules:
                 if isinstance(m, IBModel):
                     stack.enter_context(m.capturing(False))
@@ -572,6 +654,7 @@ def wrap_model(
     eps: float = 1e-5,
     mask_layer: str | None = None,
     mask: ChannelMask | str | None = None,
+    record_masked: bool | None = None,
     check_finite: bool | None = None,
 ) -> IBModel:
     """Wrap ``model`` so that its chosen layers can be regularised by IB-RAR's HSIC bottleneck.
@@ -592,6 +675,10 @@ def wrap_model(
         mask: a :class:`~ib_plugins.channel_mask.ChannelMask`, or ``"paper"`` / ``"code"`` for one
             with that mode (code mode uses the preset's ``k``), or None. ``mask_layer`` alone implies
             ``"paper"``.
+        record_masked: when the mask layer is also an IB layer, whether the IB term sees its output
+            after the mask (True) or before it (False). None = the model's preset (the authors'
+            order: VGG-16 masks block 5 before recording it, ResNet-18 records its pooled vector
+            before masking it), True for models without a preset.
         check_finite: raise, naming the layer, on NaN/inf activations; None = where it is free
             (CPU), True = also on accelerators (one host synchronisation per loss), False = never.
 
@@ -639,4 +726,10 @@ def wrap_model(
                     "of the layer to mask"
                 )
             mask_layer = preset.mask_layer
-    return IBModel(model, layers=layers, bottleneck=bottleneck, mask=mask, mask_layer=mask_layer, check_finite=check_finite)
+    if record_masked is None:
+        preset = preset_for_model(model)
+        record_masked = preset.record_masked if preset is not None else True
+    return IBModel(
+        model, layers=layers, bottleneck=bottleneck, mask=mask, mask_layer=mask_layer, record_masked=record_masked,
+        check_finite=check_finite,
+    )

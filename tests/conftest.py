@@ -34,3 +34,12 @@ def _seed_torch() -> None:
 def gen() -> torch.Generator:
     """A fresh CPU generator seeded with 0."""
     return torch.Generator().manual_seed(0)
+
+
+@pytest.fixture
+def one_thread():
+    """Run a test on one intra-op thread: tiny models run fastest (and most reproducibly) that way."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)

@@ -20,13 +20,7 @@ FAST = {"apgd": {"n_iter": 10}}
 FAST_KW = {"version": "custom", "attacks": ["apgd-ce"], "attack_options": FAST, "progress": False}
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny models run fastest (and most reproducibly) on one intra-op thread."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 class TinyCNN(nn.Module):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import json
+import re
 import sys
 import warnings
 
@@ -24,12 +25,7 @@ from ib_plugins.leaderboard import MODEL_INFO_FIELDS, LeaderboardEntry, load_ent
 FAST = dict(version="custom", attacks=["apgd-ce"], attack_options={"apgd": {"n_iter": 10}}, progress=False)
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 class TinyCNN(nn.Module):
@@ -166,6 +162,83 @@ def test_unreadable_existing_file_fails_before_the_attack(tmp_path, monkeypatch)
     monkeypatch.setattr(rbe, "run_autoattack", lambda *a, **k: pytest.fail("attacked before checking out_dir"))
     with pytest.raises(ValueError, match=r"out_dir: the existing model-info file .*m\.json is not JSON"):
         evaluate_for_leaderboard(model, x, y, dataset="cifar10", eps=0.03, model_name="m", out_dir=tmp_path, **FAST)
+
+
+def test_entry_records_n(tmp_path):
+    model, x, y = _wrapped(n=4)
+    entry = evaluate_for_leaderboard(model, x, y, dataset="cifar10", eps=0.03, model_name="m", out_dir=tmp_path, **FAST)
+    data = json.loads(entry.path.read_text())
+    assert entry.n == 4 and data["n"] == 4 and data["ib_plugins"]["n_examples"] == 4
+    assert len(data["ib_plugins"]["model_sha256"]) == 64
+    assert LeaderboardEntry.from_json(entry.path).n == 4
+
+
+def test_same_evaluation_is_merged_again(tmp_path):
+    model, x, y = _wrapped(n=4)
+    args = dict(dataset="cifar10", eps=0.03, model_name="m", out_dir=tmp_path, **FAST)
+    first = evaluate_for_leaderboard(model, x, y, metadata={"link": "https://example.org/p"}, **args)
+    again = evaluate_for_leaderboard(model, x, y, **args)  # same weights, eps, n: update_json-style merge
+    assert again.path == first.path and again.link == "https://example.org/p" and again.n == 4
+
+
+@pytest.mark.parametrize(
+    ("change", "fields"),
+    [
+        ({"eps": 0.05}, [r"eps \(0\.03 in the file, 0\.05 now\)"]),
+        ({"n": 3}, [r"n \(4 examples in the file, 3 now\)"]),
+        ({"other_model": True}, [r"model \(weights sha256 [0-9a-f]{12}\.\.\. in the file"]),
+        ({"eps": 0.05, "n": 3, "other_model": True}, [r"model \(weights", r"eps \(0\.03", r"n \(4 examples"]),
+    ],
+)
+def test_a_different_evaluation_is_refused_before_the_attack(tmp_path, monkeypatch, change, fields):
+    from ib_plugins.training import RunExistsError
+
+    model, x, y = _wrapped(n=4)
+    path = evaluate_for_leaderboard(model, x, y, dataset="cifar10", eps=0.03, model_name="m", out_dir=tmp_path,
+                                    metadata={"link": "https://example.org/old"}, **FAST).path
+    before = path.read_bytes()
+    other = model
+    if change.get("other_model"):
+        other, _, _ = _wrapped(n=4)
+        with torch.no_grad():
+            other.model.fc.bias.add_(1.0)
+    n = change.get("n", 4)
+    eps = change.get("eps", 0.03)
+    monkeypatch.setattr(rbe, "run_autoattack", lambda *a, **k: pytest.fail("attacked before checking out_dir"))
+    with pytest.raises(RunExistsError, match=r"m\.json already holds the entry of a different evaluation") as info:
+        evaluate_for_leaderboard(other, x[:n], y[:n], dataset="cifar10", eps=eps, model_name="m", out_dir=tmp_path,
+                                 **FAST)
+    text = str(info.value)
+    for pattern in fields:
+        assert re.search(pattern, text), text
+    assert "overwrite=True" in text and isinstance(info.value, FileExistsError)
+    assert path.read_bytes() == before  # nothing written
+    monkeypatch.undo()
+    # asked for explicitly: replaced, and nothing of the old entry (its link) is kept
+    entry = evaluate_for_leaderboard(other, x[:n], y[:n], dataset="cifar10", eps=eps, model_name="m", out_dir=tmp_path,
+                                     overwrite=True, **FAST)
+    data = json.loads(path.read_text())
+    assert entry.n == n and data["n"] == n and data["eps"] == pytest.approx(eps) and data["link"] is None
+
+
+def test_old_files_without_n_or_fingerprint_are_compared_on_what_they_record(tmp_path):
+    from ib_plugins.training import RunExistsError
+
+    model, x, y = _wrapped(n=4)
+    path = tmp_path / "model_info" / "cifar10" / "Linf" / "m.json"
+    path.parent.mkdir(parents=True)
+    # an older ib_plugins file: n only under ib_plugins, no weights hash
+    path.write_text(json.dumps({"dataset": "cifar10", "clean_acc": "1.0", "autoattack_acc": "0.5", "eps": 0.03,
+                                "architecture": "TinyCNN + IB-RAR", "ib_plugins": {"n_examples": 10}}))
+    with pytest.raises(RunExistsError, match=r"n \(10 examples in the file, 4 now\)"):
+        evaluate_for_leaderboard(model, x, y, dataset="cifar10", eps=0.03, model_name="m", out_dir=tmp_path, **FAST)
+    path.write_text(json.dumps({"dataset": "cifar10", "clean_acc": "1.0", "autoattack_acc": "0.5", "eps": "8/255",
+                                "architecture": "WRN-28-10"}))
+    with pytest.raises(RunExistsError, match=r"model \(architecture 'WRN-28-10' in the file, 'TinyCNN \+ IB-RAR' "
+                                             r"now\); eps \('8/255' in the file, 0\.03 now\)"):
+        evaluate_for_leaderboard(model, x, y, dataset="cifar10", eps=0.03, model_name="m", out_dir=tmp_path, **FAST)
+    with pytest.raises(TypeError, match=r"overwrite: expected True or False, got str"):
+        evaluate_for_leaderboard(model, x, y, dataset="cifar10", eps=0.03, model_name="m", overwrite="yes", **FAST)
 
 
 # --------------------------------------------------------------------------------------------------

@@ -252,3 +252,69 @@ def test_planted_gradient_masking_is_flagged(digits_checkpoints, tmp_path):
     assert {"large-eps", "unbounded"} <= set(report.warned), report.to_markdown()
     assert report.numbers["pgd"]["accuracy"] >= report.numbers["clean_accuracy"] - 0.05  # PGD looks "robust"
     assert "WARN" in (tmp_path / "audit.md").read_text().splitlines()[2]
+
+
+# -- masking indicators vs a weak attack; the worst case over every attack --------------------------------
+
+
+def test_checks_are_masking_indicators_except_the_adaptive_one():
+    from ib_plugins.audit import CHECK_KINDS, CHECKS
+
+    assert set(CHECK_KINDS) == set(CHECKS)
+    assert [n for n, kind in CHECK_KINDS.items() if kind == "weak-attack"] == ["adaptive"]
+
+
+def test_a_weak_adaptive_attack_is_not_headlined_as_gradient_masking():
+    checks = [CheckResult("large-eps", "pass", "0% at eps 0.5"), CheckResult("transfer", "skip", "no surrogate"),
+              CheckResult("adaptive", "warn", "pgd-ib 60% vs PGD 50%: the adaptive attack is weaker")]
+    numbers = {"worst_case": {"accuracy": 0.45, "eps": 0.1, "n": 100, "attacks": ["pgd", "pgd-ib"],
+                              "strongest_single": "pgd", "strongest_single_accuracy": 0.5}}
+    report = AuditReport(checks, numbers, {"target": "m.pt"})
+    assert report.verdict == "weak-attack" and report.warned == ["adaptive"]
+    assert report.masking_warnings == [] and report.weak_attack_warnings == ["adaptive"]
+    summary = report.summary()
+    assert summary.startswith("PASS on the 1 applicable masking check") and "gradient masking)" not in summary
+    assert "overestimated" not in summary and "Weak attack: adaptive" in summary
+    assert "Robust accuracy: 45.0% (worst case over 2 attacks at eps=0.1)" in summary
+    md = report.to_markdown()
+    assert "_(attack strength, not masking)_" in md
+    data = json.loads(json.dumps(report.to_dict()))
+    assert data["verdict"] == "weak-attack" and data["robust_accuracy"] == 0.45
+    assert "weak-attack" in report.to_html() or "#8250df" in report.to_html()
+    # with a masking indicator as well, the masking headline comes first and the weak attack is added
+    both = AuditReport([CheckResult("large-eps", "warn", "40% at eps 0.5"), *checks[1:]], numbers, {})
+    assert both.verdict == "warn" and both.masking_warnings == ["large-eps"]
+    assert both.summary().startswith("WARN: 1 of 2 applicable checks warn (large-eps): signs of gradient masking")
+    assert "Weak attack: adaptive" in both.summary()
+
+
+def test_robust_accuracy_is_the_per_sample_worst_case_over_the_main_eps_attacks(tmp_path):
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Flatten(), nn.Linear(16, 8), nn.ReLU(), nn.Linear(8, 3))
+    x, y = torch.rand(24, 1, 4, 4), torch.arange(24) % 3
+    report = run_audit(net, out_dir=tmp_path, quick=True, x=x, y=y, eps=0.1, surrogate=False, progress=False)
+    worst = report.numbers["worst_case"]
+    attacks = report.numbers["attacks"]
+    assert set(worst["attacks"]) >= {"pgd eps=0.1", "fgsm", "square", "pgd-margin", "pgd 3 restarts"}
+    assert not any(k in worst["attacks"] for k in ("pgd eps=0.5", "pgd eps=1 (unbounded)", "cw-l2 (corrected)"))
+    assert report.robust_accuracy == worst["accuracy"]
+    assert report.robust_accuracy <= min(attacks[k]["accuracy"] for k in worst["attacks"]) + 1e-12
+    assert worst["strongest_single_accuracy"] == min(attacks[k]["accuracy"] for k in worst["attacks"])
+    assert "Robust accuracy" in report.summary() and "Robust accuracy at eps 0.1" in (tmp_path / "audit.md").read_text()
+    assert json.loads((tmp_path / "audit.json").read_text())["robust_accuracy"] == report.robust_accuracy
+
+
+@pytest.mark.slow
+def test_deliberately_weakened_adaptive_attack_is_reported_as_a_weak_attack(digits_checkpoints, tmp_path):
+    # pgd-ib whose objective is dominated by alpha * nHSIC(T, X) (beta = 0): its signed steps follow a
+    # term unrelated to the label, so it is far weaker than plain PGD on a model that masks nothing.
+    ib_config = {"layers": ["conv3", "fc1"], "alpha": 1e4, "beta": 0.0, "y_kernel": "linear"}
+    report = run_audit(digits_checkpoints["ib-rar"], out_dir=tmp_path, quick=True, ib_config=ib_config,
+                       progress=False)
+    assert report["adaptive"].status == "warn", report["adaptive"].message
+    assert report.masking_warnings == [], report.to_markdown()
+    assert report.verdict == "weak-attack"
+    first = (tmp_path / "audit.md").read_text().splitlines()[2]
+    assert first.startswith("**PASS on the") and "Weak attack: adaptive" in first and "overestimated" not in first
+    # the worst case still takes the strongest attack, so the weak one cannot inflate the robust accuracy
+    assert report.robust_accuracy <= report.numbers["pgd"]["accuracy"]

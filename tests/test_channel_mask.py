@@ -578,3 +578,35 @@ def test_non_finite_activations_at_the_mask_layer_raise_naming_it_and_compute_no
     with ib_model.labels(y):
         ib_model(x_ok)
     assert mask.num_masked == 1
+
+
+@pytest.mark.parametrize("record_masked", [True, False])
+def test_record_masked_chooses_what_the_ib_term_sees_at_the_mask_layer(record_masked):
+    net = ConvNet(channels=16, num_classes=NUM_CLASSES)
+    mask = ChannelMask(mode="paper", drop_frac=0.25, every=1, skip_first=False)
+    ib_model = wrap_model(net, ["features", "pool"], mask=mask, mask_layer="features", num_classes=NUM_CLASSES,
+                          record_masked=record_masked)
+    assert ib_model.ib_config()["mask"]["record_masked"] is record_masked
+    x, y = _xy()
+    with torch.no_grad():
+        unmasked = net.features(net.conv(x))
+    with ib_model.train().labels(y):
+        ib_model(x)
+    recorded, keep = ib_model.activations["features"], mask.last_keep
+    if record_masked:
+        assert bool((recorded[:, ~keep] == 0).all())
+    else:
+        assert torch.allclose(recorded, unmasked)
+    # either way the rest of the network ran on the masked features
+    pooled = ib_model.activations["pool"].reshape(x.shape[0], 16, -1)  # [m, channels, 2*2]
+    assert bool((pooled[:, ~keep] == 0).all()) and bool((pooled[:, keep] != 0).any())
+    ib_model.remove_hooks()
+    assert count_hooks(net) == 0
+
+
+def test_record_masked_default_and_bad_value():
+    net = ConvNet(channels=8, num_classes=NUM_CLASSES)  # no preset: the masked output, as Algorithm 1
+    assert wrap_model(net, ["features"], mask="paper", mask_layer="features", num_classes=NUM_CLASSES).record_masked
+    with pytest.raises(TypeError, match="record_masked: expected True or False"):
+        wrap_model(ConvNet(channels=8, num_classes=NUM_CLASSES), ["features"], mask="paper", mask_layer="features",
+                   num_classes=NUM_CLASSES, record_masked="no")

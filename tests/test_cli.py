@@ -251,6 +251,25 @@ def test_evaluate_unknown_attack(trained, tmp_path, capsys):
     assert not (tmp_path / "ev").exists()
 
 
+def test_evaluate_and_report_label_the_fixed_c_cw_and_offer_cw_l2(trained, tmp_path, capsys):
+    ev = tmp_path / "ev"
+    assert main(["evaluate", str(trained / "checkpoint.pt"), "--out", str(ev), "--attacks", "cw,cw-l2", "--n", "20",
+                 "--cw-steps", "5", "--no-progress"]) == 0
+    out = capsys.readouterr().out
+    assert re.search(r"cw +accuracy .*median L2 of successes .*\[fixed-c CW-L2 as in the paper \(torchattacks CW, "
+                     r"c=0\.1, kappa=0, 5 steps, lr 0\.1; not norm-bounded, not minimum-norm\)\]", out)
+    assert re.search(r"cw-l2 +accuracy .*\[CW-L2 with the corrected margin", out)
+    results_md = (ev / "results.md").read_text()
+    assert "| cw | l2 | none (fixed c=0.1) |" in results_md
+    cw_lines = [line for line in results_md.splitlines() if line.startswith(("| cw |", "cw:"))]
+    assert len(cw_lines) == 2 and not any("unbounded" in line for line in cw_lines)
+    assert main(["report", str(ev)]) == 0
+    out = capsys.readouterr().out
+    assert out.splitlines()[0] == "| run | Clean | cw (fixed c=0.1) | cw-l2 (min-norm) |"
+    assert "median L2" in out.splitlines()[2] or "no success" in out.splitlines()[2]
+    assert "cw: fixed-c CW-L2 as in the paper" in out and "cw-l2: CW-L2 with the corrected margin" in out
+
+
 def test_report_bad_input(tmp_path, capsys):
     _fails(capsys, ["report", str(tmp_path)], match="has no metrics.json")
     (tmp_path / "metrics.json").write_text(json.dumps({"epochs": 1}))
@@ -310,6 +329,8 @@ def test_demo_tiny(tmp_path, capsys):
     header = next(line for line in printed.splitlines() if line.startswith("| Model |"))
     for attack in ("Clean", "pgd", "cw", "fgsm", "fab", "nifgsm"):
         assert attack in header
+    assert "| cw (fixed c=0.1) |" in header and "CW is unbounded" not in printed
+    assert "cw: fixed-c CW-L2 as in the paper (torchattacks CW, c=0.1, kappa=0, 200 steps, lr 0.1" in printed
     assert "Accuracy (%) on 30 test images" in printed
     assert {"config.json", "metrics.json", "results.md"} <= {p.name for p in out.iterdir()}
     metrics = json.loads((out / "metrics.json").read_text())

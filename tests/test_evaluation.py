@@ -451,12 +451,19 @@ def test_reports_serialise_and_name_the_attacks(tmp_path):
     assert [a["name"] for a in payload["attacks"]] == ["pgd", "cw", "fgsm"]
     assert payload["attacks"][1]["eps"] is None and payload["attacks"][0]["attack"] == "PGD"
     md = res.to_markdown()
-    assert all(f"| {name} |" in md for name in ("clean", "pgd", "cw", "fgsm")) and "unbounded" in md
+    assert all(f"| {name} |" in md for name in ("clean", "pgd", "cw", "fgsm"))
+    # the paper's CW is a fixed-c CW-L2, neither bounded nor minimum-norm: labelled so, never "unbounded"
+    assert "| cw | l2 | none (fixed c=0.1) |" in md and "unbounded" not in md
+    assert "cw: fixed-c CW-L2 as in the paper (torchattacks CW, c=0.1, kappa=0, 2 steps, lr 0.1" in md
     other = evaluate_suite(_model(seed=1).eval(), x, y, specs[2:], progress=False)
     table = compare_markdown({"CE": res, "IB-RAR": other})
     header, rule, *rows = table.splitlines()
-    assert header == "| Model | Clean | pgd | cw | fgsm |" and rule == "|---|---|---|---|---|"
+    assert header == "| Model | Clean | pgd | cw (fixed c=0.1) | fgsm |" and rule == "|---|---|---|---|---|"
     assert rows[0].startswith("| CE | ") and rows[1].startswith("| IB-RAR | ") and "| - |" in rows[1]
+    cw = res["cw"]
+    assert f"{100 * cw.accuracy:.2f} (" in rows[0]  # accuracy with the median L2 of the successes
+    assert ("no success" in rows[0]) == (cw.median_l2_success is None)
+    assert "cw: fixed-c CW-L2 as in the paper" in table
     assert f"{100 * res.clean_accuracy:.2f}" in rows[0]
     with pytest.raises(ValueError, match="results"):
         compare_markdown({})
@@ -518,3 +525,32 @@ def test_evaluate_suite_checks_labels_against_the_model_outputs():
     x, y = _data(8)
     with pytest.raises(ValueError, match="y: expected class indices < 4 \\(the model's outputs\\), got 4"):
         evaluate_suite(_model().eval(), x, torch.full_like(y, 4), [AttackSpec("fgsm", "linf", 0.1, {})], progress=False)
+
+
+def test_median_l2_of_successes_and_the_corrected_cw_l2_suite_attack():
+    model = _model().eval()
+    x, y = _data(16)
+    specs = build_suite("ibrar", dataset="digits", num_classes=NUM_CLASSES, cw_steps=30, attacks=["fgsm", "cw-l2"])
+    assert [s.name for s in specs] == ["fgsm", "cw-l2"] and specs[1].attack == "adaptive:cw-l2"
+    assert "corrected margin" in specs[1].describe() and "minimum-norm" in specs[1].describe()
+    assert "cw-l2" in list_attacks("entropic", extras=True) and "cw-l2" not in list_attacks("entropic")
+    res = evaluate_suite(model, x, y, specs, progress=False, keep_adversarial=True)
+    for r in res.attacks:
+        clean_ok = model(x).argmax(1) == y
+        adv_ok = model(res.adversarial[r.name]).argmax(1) == y
+        flipped = clean_ok & ~adv_ok
+        norms = (res.adversarial[r.name] - x).flatten(1).norm(dim=1)
+        assert r.n_flipped == int(flipped.sum())
+        if r.n_flipped:
+            assert r.median_l2_success == pytest.approx(float(norms[flipped].median()), rel=1e-5)
+        else:
+            assert r.median_l2_success is None
+    cw = res["cw-l2"]
+    assert cw.n_flipped == cw.n_clean_correct > 0  # a minimum-norm attack breaks every correct sample
+    payload = json.loads(json.dumps(res.to_dict(), allow_nan=False))
+    assert payload["attacks"][1]["median_l2_success"] == cw.median_l2_success
+    assert payload["attacks"][1]["description"] == specs[1].describe()
+    md = res.to_markdown()
+    assert "| cw-l2 | l2 | none (minimum-norm) |" in md and "cw-l2: CW-L2 with the corrected margin" in md
+    with pytest.raises(ValueError, match="attacks: expected one of .*'cw-l2'"):
+        build_suite("ibrar", dataset="digits", attacks=["cw-l3"])

@@ -314,3 +314,52 @@ def test_fashion_mnist_one_epoch_train_and_evaluate(tmp_path, capsys):
         assert attack["n_flipped"] <= suite["n_clean_correct"]
         assert attack["max_linf"] <= attack["eps"] + 1e-6
     assert (out / "eval-ibrar-ibrar-code" / "results.md").is_file()
+
+
+# -- select-layers: honest about chance-level networks and gains inside the noise -----------------------
+
+
+def _row(name, layers, *, near_chance=False, gain=None, ci=None, test_acc=0.9):
+    row = {"name": name, "layers": layers, "near_chance": near_chance, "test_acc": test_acc}
+    if gain is not None:
+        row.update(gain=gain, gain_ci=ci, gain_inside_noise=ci[0] <= 0.0 <= ci[1])
+    return row
+
+
+def test_selection_warnings_name_chance_networks_and_noisy_selections():
+    from ib_plugins.experiments import _selection_warnings
+
+    ce = _row("ce", [])
+    noisy = _row("layer-a", ["a"], gain=0.01, ci=[-0.02, 0.04])
+    solid = _row("layer-b", ["b"], gain=0.08, ci=[0.03, 0.13])
+    found = _selection_warnings([ce, noisy, solid], ["a", "b"], chance=0.1, n_eval=100)
+    assert len(found) == 1 and "'a' is selected on a PGD gain of +1.0 points" in found[0]
+    assert "[-2.0, +4.0] includes 0 (100 test images): the selection is inside the noise" in found[0]
+    assert _selection_warnings([ce, noisy, solid], ["b"], chance=0.1, n_eval=100) == []  # unselected: no claim
+    at_chance = _row("layer-c", ["c"], near_chance=True, gain=0.0, ci=[-0.1, 0.1], test_acc=0.11)
+    found = _selection_warnings([ce, at_chance], [], chance=0.1, n_eval=100)
+    assert found == ["network 'layer-c' sits at chance accuracy (test 11.0%, its 95% interval reaches 10.0%): "
+                     "its PGD accuracy says nothing"]
+    everyone = [_row("ce", [], near_chance=True), at_chance]
+    assert _selection_warnings(everyone, [], chance=0.1, n_eval=100)[0].startswith("every network sits at chance")
+
+
+@pytest.mark.slow
+def test_select_layers_at_chance_selects_nothing_and_says_why(tmp_path):
+    from ib_plugins.experiments import select_robust_layers
+
+    # two SGD steps on 20 images: every network is still at chance level
+    metrics = select_robust_layers(epochs=1, train_limit=20, batch_size=10, eval_n=60, candidates=["conv3", "fc1"],
+                                   out_dir=tmp_path / "sel", progress=False)
+    assert all(r["near_chance"] for r in metrics["rows"])
+    assert metrics["selected"] == [] and metrics["warnings"][0].startswith("every network sits at chance")
+    md = (tmp_path / "sel" / "results.md").read_text()
+    assert "Selected robust layers: none: every network is at chance accuracy" in md
+    assert "{" not in md  # no raw Python dict
+    for r in metrics["rows"][1:]:
+        low, high = r["gain_ci"]
+        assert low <= r["gain"] <= high and r["gain_inside_noise"] == (low <= 0 <= high)
+        assert r["test_acc_ci"][0] <= r["test_acc"] <= r["test_acc_ci"][1]
+    with pytest.raises(ValueError, match=r"tolerance: expected a number in \[0, 1\)"):
+        select_robust_layers(tolerance=-0.5, out_dir=tmp_path / "bad", progress=False)
+    assert not (tmp_path / "bad").exists()

@@ -18,6 +18,7 @@ from ib_plugins.leaderboard import (
     render_html,
     render_leaderboard,
     render_markdown,
+    wilson_interval,
 )
 
 # A curated RobustBench file (model_info/cifar10/Linf/Kang2021Stable.json, abridged footnote).
@@ -103,6 +104,9 @@ def test_round_trip_keeps_schema_and_unknown_keys(tmp_path):
         ({"dataset": None}, "dataset"),
         ({"ib_plugins": [1]}, "ib_plugins"),
         ({"external": "x"}, "external"),
+        ({"n": 0}, "n"),
+        ({"n": "100"}, "n"),
+        ({"n": True}, "n"),
     ],
 )
 def test_schema_errors_name_the_field(tmp_path, change, field):
@@ -161,12 +165,14 @@ def test_markdown_layout_and_order():
     text = render_markdown(_entries(), title="My board")
     lines = text.splitlines()
     assert lines[0] == "# My board"
-    header = "| # | Model ID | Paper | Clean accuracy | Robust accuracy | Architecture | Venue |"
+    header = ("| # | Model ID | Paper | Clean accuracy | Robust accuracy | n | Clean 95% CI | Robust 95% CI | "
+              "Architecture | Venue |")
     assert lines.count(header) == 2  # one table per threat model
     linf = text.split("### cifar10, Linf")[1]
     rows = [line for line in linf.splitlines() if line.startswith("| **")]
     assert [re.search(r"\| \*\*\d+\*\* \| \*\*(\w+)\*\*", r).group(1) for r in rows] == ["high", "mid", "low"]
-    assert rows[0] == "| **1** | **high** | *[High](https://example.org/high)* | 80.00% | 55.50% | WRN-28-10 | Unpublished |"
+    assert rows[0] == ("| **1** | **high** | *[High](https://example.org/high)* | 80.00% | 55.50% | unknown | - | - | "
+                       "WRN-28-10 | Unpublished |")
     assert "30.00%" in rows[1]  # best known (external) like RobustBench
     assert "*Low \\| pipe*" in rows[2] and "ICML 2020" in rows[2]
     assert "### cifar10, L2 (eps = 0.5)" in text and "### cifar10, Linf (eps = 8/255)" in text
@@ -227,6 +233,104 @@ def test_render_leaderboard_writes_both(tmp_path):
 
 
 # --------------------------------------------------------------------------------------------------
+# n, intervals and mixed-table notes
+# --------------------------------------------------------------------------------------------------
+
+
+def test_wilson_interval_values_and_errors():
+    # closed forms: k = 0 gives [0, z^2 / (n + z^2)], k = n gives [n / (n + z^2), 1]
+    z2 = 1.959963984540054**2
+    assert wilson_interval(0, 10) == (0.0, pytest.approx(z2 / (10 + z2)))
+    assert wilson_interval(10, 10) == (pytest.approx(10 / (10 + z2)), 1.0)
+    low, high = wilson_interval(50, 100)
+    assert (low, high) == (pytest.approx(0.40383, abs=1e-5), pytest.approx(0.59617, abs=1e-5))
+    assert wilson_interval(50, 100, confidence=0.99)[0] < low  # wider at a higher level
+    # the intervals narrow with n: 2 images of difference out of 20 vs out of 100
+    small, large = wilson_interval(2, 20), wilson_interval(10, 100)
+    assert small[1] - small[0] > large[1] - large[0]
+    for args, match in [((1, 0), r"n: expected an int >= 1, got 0"),
+                        ((11, 10), r"successes: expected an int in \[0, 10\]"),
+                        ((1.5, 10), r"successes: expected an int"),
+                        ((1, 10, 1.0), r"confidence: expected a number in \(0, 1\)")]:
+        with pytest.raises(ValueError, match=match):
+            wilson_interval(*args[:2], **({"confidence": args[2]} if len(args) == 3 else {}))
+
+
+def test_n_is_recorded_and_old_files_load_with_n_unknown(tmp_path):
+    curated = LeaderboardEntry.from_json(_write(tmp_path, "Kang2021Stable", CURATED))
+    assert curated.n is None and "n" not in curated.to_dict()
+    older = LeaderboardEntry.from_json(_write(tmp_path, "Older", UPDATE_JSON | {"ib_plugins": {"n_examples": 64}}))
+    assert older.n == 64  # files of earlier ib_plugins versions hold it under ib_plugins
+    entry = _entry("m", "90", "50", n=20)
+    data = entry.to_dict()
+    assert data["n"] == 20 and "n" not in entry.extra
+    assert LeaderboardEntry.from_dict(json.loads(entry.to_json()), model_name="m", threat_model="Linf") == entry
+
+
+def _md_rows(text: str) -> dict[str, list[str]]:
+    rows = {}
+    for line in text.splitlines():
+        if line.startswith("| **"):
+            cells = [c.strip() for c in line.strip("|").split(" | ")]
+            rows[cells[1].strip("*")] = cells
+    return rows
+
+
+def test_n_and_intervals_in_markdown_and_html():
+    entries = [_entry("small", "95.0", "60.0", n=20), _entry("large", "90.0", "58.0", n=20),
+               _entry("old", "90.0", "50.0")]
+    text = render_markdown(entries)
+    header = [c.strip() for c in text.splitlines()[2].strip("|").split(" | ")]
+    assert header == ["#", "Model ID", "Paper", "Clean accuracy", "Robust accuracy", "n", "Clean 95% CI",
+                      "Robust 95% CI", "Architecture", "Venue"]
+    rows = _md_rows(text)
+    low, high = wilson_interval(12, 20)  # 60% of 20
+    assert rows["small"][5] == "20" and rows["small"][7] == f"[{100 * low:.1f}, {100 * high:.1f}]" == "[38.7, 78.1]"
+    assert rows["small"][6] == "[76.4, 99.1]"  # 19 / 20
+    assert rows["old"][5:8] == ["unknown", "-", "-"]  # a RobustBench-style file without n
+    assert "Wilson score interval" in text and "n: number of evaluated examples" in text
+
+    page = render_html(entries)
+    parser = _TableParser()
+    parser.feed(page)
+    assert parser.headers[-1] == "Evaluated examples (n)"
+    assert '<td class="ntd" data-value="20">20</td>' in page and '<td class="ntd" data-value="">unknown</td>' in page
+    assert '<span class="ci" title="95% Wilson score interval over n = 20">[38.7, 78.1]</span>' in page
+    assert '<span class="ci" title="95% Wilson score interval over n = 20">[76.4, 99.1]</span>' in page
+    assert "Wilson score intervals" in page
+
+
+def test_mixed_tables_carry_a_visible_note():
+    same = [_entry("a", "90", "50", n=100), _entry("b", "80", "40", n=100)]
+    assert "**Note:**" not in render_markdown(same) and "Note:" not in render_html(same)
+
+    mixed_n = [_entry("a20", "90", "52", n=20), _entry("b100", "90", "50", n=100), _entry("old", "90", "45")]
+    text = render_markdown(mixed_n)
+    assert ("**Note:** this table mixes evaluations on different numbers of examples (n = 20, 100, unknown)"
+            in text)
+    assert "mixes evaluations on different numbers of examples (n = 20, 100, unknown)" in render_html(mixed_n)
+
+    mixed_eps = [_entry("a", "90", "50", n=100), _entry("b", "90", "40", n=100, eps="4/255")]
+    text = render_markdown(mixed_eps)
+    assert "**Note:** this table mixes radii (eps = 4/255, 8/255)" in text
+    assert "numbers of examples" not in text
+    assert "this table mixes radii (eps = 4/255, 8/255)" in render_html(mixed_eps)
+    # the same radius written two ways is not a mix
+    assert "mixes radii" not in render_markdown([_entry("a", "90", "50"), _entry("b", "90", "40", eps="8/255")])
+
+    mixed_groups = [_entry("a", "90", "50"), _entry("b", "90", "40", threat_model="L2", eps=0.5),
+                    _entry("c", "90", "40", dataset="cifar100")]
+    text = render_markdown(mixed_groups, title="T")
+    note = ("**Note:** this leaderboard mixes datasets (cifar10, cifar100) and threat models (L2, Linf); entries are "
+            "ranked within each table only")
+    assert text.splitlines()[2].startswith(note)
+    page = render_html(mixed_groups)
+    assert "this leaderboard mixes datasets (cifar10, cifar100) and threat models (L2, Linf)" in page
+    assert page.index("this leaderboard mixes") < page.index("<section>")
+    assert 'class="note warning" role="note"' in page
+
+
+# --------------------------------------------------------------------------------------------------
 # Headless Chromium: no console errors, working sort, screenshot
 # --------------------------------------------------------------------------------------------------
 
@@ -283,6 +387,15 @@ def test_html_opens_in_chromium_without_console_errors(tmp_path):
     linf = dom.split("cifar10_leaderboard_Linf")[1]
     assert re.findall(r'data-model="(\w+)"', linf) == ["mid", "low", "high"]  # "mid" > "low | pipe" > "high"
     assert re.search(r'data-key="method"[^>]*aria-sort="descending"', linf)
+
+    # the n column sorts numerically, an unknown n last when descending
+    counted = tmp_path / "counted.html"
+    counted.write_text(render_html([_entry("high", "80", "55", n=50), _entry("mid", "85", "40", n=200),
+                                    _entry("low", "95", "10")]), encoding="utf-8")
+    dom, console = _run_chromium(binary, tmp_path, counted.as_uri() + "#sort=n-desc", "--dump-dom")
+    assert console == []
+    assert re.findall(r'data-model="(\w+)"', dom) == ["mid", "high", "low"]
+    assert re.search(r'data-key="n"[^>]*aria-sort="descending"', dom)
 
     shot = tmp_path / "leaderboard.png"
     _, console = _run_chromium(binary, tmp_path, page.as_uri(), f"--screenshot={shot}", "--window-size=1280,900")

@@ -20,6 +20,7 @@ CORE_MODULES = (
     "ib_plugins.channel_mask",
     "ib_plugins.wrap",
     "ib_plugins.errors",
+    "ib_plugins.stats",
 )
 
 

@@ -173,7 +173,7 @@ def test_plain_ce_has_no_ib_parts(digits_batch):
 
 def test_pgd_at_ib_regularises_the_adversarial_forward_with_clean_x(digits_batch):
     x, y = digits_batch
-    cfg = resolve_config(TrainConfig(method="pgd-at", ib=True, alpha=ALPHA, beta=BETA))
+    cfg = resolve_config(TrainConfig(method="pgd-at", ib=True, ib_layers="robust", alpha=ALPHA, beta=BETA))
     assert (cfg.y_kernel, cfg.ib_on, cfg.x_for_ib) == ("linear", "adv", "clean")
     model, base = build_model(cfg)
     out = batch_loss(cfg, model.train(), x, y, attack=_attack)
@@ -202,7 +202,7 @@ def test_pgd_at_without_ib_and_x_for_ib_adv(digits_batch):
     assert sorted(out.parts) == ["task"]
     assert _close(out.loss, F.cross_entropy(logits_adv, y))
 
-    cfg = resolve_config(TrainConfig(method="pgd-at", ib=True, x_for_ib="adv", alpha=ALPHA, beta=BETA))
+    cfg = resolve_config(TrainConfig(method="pgd-at", ib=True, ib_layers="robust", x_for_ib="adv", alpha=ALPHA, beta=BETA))
     model, base = build_model(cfg)
     out = batch_loss(cfg, model.train(), x, y, attack=_attack)
     x_adv = _attack(x, y)
@@ -222,7 +222,7 @@ def test_at_methods_need_an_attack(digits_batch, method):
 
 def test_trades_ibrar_is_ce_adv_plus_half_kl_plus_ib_on_both_passes(digits_batch):
     x, y = digits_batch
-    cfg = resolve_config(TrainConfig(method="trades", ib=True, alpha=ALPHA, beta=BETA))
+    cfg = resolve_config(TrainConfig(method="trades", ib=True, ib_layers="robust", alpha=ALPHA, beta=BETA))
     assert (cfg.variant, cfg.trades_beta, cfg.y_kernel, cfg.ib_on) == ("ibrar", 0.5, "gaussian", "both")
     model, base = build_model(cfg)
     out = batch_loss(cfg, model.train(), x, y, attack=_attack)
@@ -319,7 +319,7 @@ def test_mart_loss_matches_the_official_formula(seed, beta):
 
 def test_mart_ib_uses_beta_half_and_ib_on_both_passes(digits_batch):
     x, y = digits_batch
-    cfg = resolve_config(TrainConfig(method="mart", ib=True, alpha=ALPHA, beta=BETA))
+    cfg = resolve_config(TrainConfig(method="mart", ib=True, ib_layers="robust", alpha=ALPHA, beta=BETA))
     assert (cfg.mart_beta, cfg.y_kernel, cfg.ib_on, cfg.schedule) == (0.5, "gaussian", "both", "none")
     model, base = build_model(cfg)
     out = batch_loss(cfg, model.train(), x, y, attack=_attack)
@@ -937,3 +937,70 @@ def test_progress_bars_do_not_change_the_run(tmp_path):
         states.append(trainer.base.state_dict())
     assert states[0].keys() == states[1].keys()
     assert all(torch.equal(states[0][k], states[1][k]) for k in states[0])
+
+
+# --------------------------------------------------------------------------------------------
+# the ibrar-code preset follows the authors' scripts: which layers, and the mask/record order
+# --------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("method", ["pgd-at", "trades", "mart"])
+def test_ibrar_code_adversarial_training_hooks_every_vgg16_layer(method):
+    config = resolve_config(TrainConfig(method=method, ib=True, model="vgg16", dataset="cifar10"))
+    trainable, _ = build_model(config)
+    assert config.ib_layers == "all"
+    assert trainable.layers == get_preset("vgg16").layers and len(trainable.layers) == 7
+
+
+def test_ibrar_code_ce_hooks_the_robust_layers_where_the_model_has_them():
+    config = resolve_config(TrainConfig(method="ce", ib=True, model="vgg16", dataset="cifar10"))
+    assert build_model(config)[0].layers == ("block5", "fc1", "fc2")
+    # the paper names no robust layers for ResNet-18: the authors' default, every hook point
+    config = resolve_config(TrainConfig(method="ce", ib=True, model="resnet18", dataset="cifar10"))
+    assert build_model(config)[0].layers == get_preset("resnet18").layers
+    # an explicit choice is kept
+    config = resolve_config(TrainConfig(method="pgd-at", ib=True, ib_layers="robust", model="vgg16", dataset="cifar10"))
+    assert build_model(config)[0].layers == ("block5", "fc1", "fc2")
+
+
+def _recorded_and_unmasked_pool(config: TrainConfig) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    torch.manual_seed(0)
+    model, base = build_model(resolve_config(config))
+    model.mask.every, model.mask.skip_first = 1, False
+    x, y = torch.rand(8, 3, 32, 32), torch.arange(8) % 10
+    seen: dict[str, torch.Tensor] = {}
+    # a hook that runs first on `pool` sees the unmasked pooled vector; one on `fc`, what the head got
+    h1 = base.pool.register_forward_hook(lambda m, i, o: seen.setdefault("unmasked", o.detach().clone()), prepend=True)
+    h2 = base.fc.register_forward_pre_hook(lambda m, i: seen.setdefault("head_input", i[0].detach().clone()))
+    try:
+        with model.train().labels(y):
+            model(x)
+    finally:
+        h1.remove()
+        h2.remove()
+    return model.activations["pool"].detach(), seen["unmasked"], seen["head_input"], model.mask.last_keep
+
+
+def test_resnet18_ibrar_code_records_the_unmasked_pooled_vector():
+    config = TrainConfig(ib=True, model="resnet18", dataset="cifar10", mask="code")
+    assert resolve_config(config).record_masked is False
+    recorded, unmasked, head_input, keep = _recorded_and_unmasked_pool(config)
+    assert int((~keep).sum()) > 0
+    assert torch.equal(recorded.flatten(1), unmasked.flatten(1))  # the IB term sees the pooled vector before the mask
+    assert bool((head_input[:, ~keep] == 0).all())  # while the classifier gets the masked one
+    assert torch.equal(head_input[:, keep], unmasked.flatten(1)[:, keep])
+
+
+def test_record_order_is_an_explicit_option():
+    # paper preset (Algorithm 1: T_last <- T_last * mask, then the IB term): the masked vector
+    config = TrainConfig(ib=True, model="resnet18", dataset="cifar10", mask="code", preset="paper")
+    assert resolve_config(config).record_masked is True
+    recorded, unmasked, _, keep = _recorded_and_unmasked_pool(config)
+    assert bool((recorded.flatten(1)[:, ~keep] == 0).all())
+    assert torch.equal(recorded.flatten(1)[:, keep], unmasked.flatten(1)[:, keep])
+    # and a user's explicit choice overrides either preset
+    assert resolve_config(dataclasses.replace(config, record_masked=False)).record_masked is False
+    vgg = resolve_config(TrainConfig(ib=True, model="vgg16", dataset="cifar10", mask="code"))
+    assert vgg.record_masked is True  # the authors' VGG-16 masks block 5 before recording it
+    with pytest.raises(ValueError, match="record_masked"):
+        resolve_config(TrainConfig(record_masked="no"))

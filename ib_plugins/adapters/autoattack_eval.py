@@ -8,8 +8,12 @@
   written to ``sys.modules``;
 * the global torch RNG is forked (``torch.random.fork_rng``): AutoAttack's sub-attacks call
   ``torch.random.manual_seed(seed)``, which would otherwise reseed the caller's training loop;
+  Python's ``random`` and numpy's global generator (when numpy is imported) are given back too;
 * every module's train/eval flag is restored in a ``finally`` block (the attack runs in eval mode)
   and every :class:`~ib_plugins.wrap.IBModel` inside the model stops recording;
+* every parameter's ``.grad`` (None included) and ``requires_grad`` are given back: FAB and FAB-T
+  call ``loss.backward()``, which would otherwise write into the weights' gradients (an evaluation
+  between ``loss.backward()`` and ``optimizer.step()`` would corrupt the update);
 * a tqdm bar counts the finished chunks (``progress=True``);
 * with ``state_dir``, every finished chunk leaves one small JSON file (its robust flags, its index
   and a fingerprint of model, eps, norm, version, seed, attacks and the chunk's data). A second call
@@ -59,7 +63,7 @@ from torch import Tensor
 
 from ib_plugins._optional import is_available, require
 from ib_plugins.errors import MissingOptionalDependencyError
-from ib_plugins.wrap import _inference_modes
+from ib_plugins.wrap import _inference_modes, _untouched_grads_and_rngs
 
 __all__ = [
     "NORMS",
@@ -213,7 +217,9 @@ class AutoAttackCompat:
       switches that logging;
     * ``state_path`` raises: AutoAttack's resume is broken in pyautoattack 0.2.0 (use
       :func:`run_autoattack` with ``state_dir``);
-    * the global torch RNG is left unchanged (upstream reseeds it).
+    * the global RNGs are left unchanged (upstream reseeds torch's), and so are a module's
+      parameters' ``.grad`` (None included) and ``requires_grad`` (FAB's ``backward()`` would write
+      into the weights' gradients).
 
     Attributes other than these (``apgd``, ``fab``, ``square``, ``apgd_targeted``,
     ``attacks_to_run``, ``seed``...) are read from and written to the pyautoattack object.
@@ -291,6 +297,15 @@ class AutoAttackCompat:
         except (TypeError, RuntimeError):
             return None
 
+    @contextlib.contextmanager
+    def _untouched(self) -> Iterator[None]:
+        """The global RNGs and, for a module, its parameters' gradients and flags, given back on exit."""
+        model = getattr(self._aa, "model", None)
+        if not isinstance(model, nn.Module):  # a plain callable: no parameters, the RNGs only
+            model = nn.Module()
+        with _untouched_grads_and_rngs(model), torch.random.fork_rng(devices=_cuda_devices(self._device())):
+            yield
+
     def run_standard_evaluation(
         self, x_orig: Tensor, y_orig: Tensor, bs: int = 250, return_labels: bool = False, state_path: Any = None
     ) -> Tensor | tuple[Tensor, Tensor]:
@@ -315,7 +330,7 @@ class AutoAttackCompat:
                 "attacks is saved as a string) and robustbench 1.1.1's aa_state_path branch crashes on a "
                 "bool tensor; use ib_plugins.adapters.autoattack_eval.run_autoattack(..., state_dir=...)"
             )
-        with torch.random.fork_rng(devices=_cuda_devices(self._device())):
+        with self._untouched():
             x_adv, y_adv = self._aa.run_standard_evaluation(x_orig, y_orig, batch_size=int(bs))
         return (x_adv, y_adv) if return_labels else x_adv
 
@@ -333,7 +348,7 @@ class AutoAttackCompat:
         Returns:
             ``{attack: x_adv}`` or ``{attack: (x_adv, y_adv)}``.
         """
-        with torch.random.fork_rng(devices=_cuda_devices(self._device())):
+        with self._untouched():
             adv = self._aa.run_standard_evaluation_individual(x_orig, y_orig, batch_size=int(bs))
         return {k: (v if return_labels else v[0]) for k, v in adv.items()}
 

@@ -53,9 +53,10 @@ import torch.nn as nn
 from torch import Tensor
 
 from ib_plugins._optional import require
-from ib_plugins.adapters.autoattack_eval import AutoAttackCompat, _is_upstream_api, run_autoattack
+from ib_plugins.adapters.autoattack_eval import AutoAttackCompat, _is_upstream_api, model_fingerprint, run_autoattack
 from ib_plugins.errors import IBPluginsError, MissingOptionalDependencyError
-from ib_plugins.leaderboard import LeaderboardEntry
+from ib_plugins.leaderboard import LeaderboardEntry, _eps_value
+from ib_plugins.training import RunExistsError
 from ib_plugins.wrap import IBModel, _inference_modes
 
 __all__ = [
@@ -419,6 +420,49 @@ def _percent(value: float) -> str:
     return str(round(value * 100, 2))
 
 
+def _recorded_eps(value: object) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+        return None
+    try:
+        return _eps_value(value)
+    except (ValueError, ZeroDivisionError):
+        return None
+
+
+def _recorded_n(data: Mapping[str, Any]) -> int | None:
+    n = data.get("n")
+    if n is None and isinstance(data.get("ib_plugins"), Mapping):
+        n = data["ib_plugins"].get("n_examples")
+    return n if isinstance(n, int) and not isinstance(n, bool) else None
+
+
+def _differences(existing: Mapping[str, Any], new: Mapping[str, Any]) -> list[str]:
+    """What makes the evaluation ``new`` another one than the file's ``existing`` (fields it records).
+
+    Compared: the model (its weights' SHA-256 when both record it, else the architecture), eps,
+    n and dataset. A field the existing file does not record (e.g. ``n`` in RobustBench's files, or
+    a hand-written file holding only ``link`` and ``authors``) is not compared.
+    """
+    out: list[str] = []
+    ib = existing.get("ib_plugins") if isinstance(existing.get("ib_plugins"), Mapping) else {}
+    old_sha = ib.get("model_sha256")
+    if isinstance(old_sha, str) and old_sha:
+        if old_sha != new["model_sha256"]:
+            out.append(f"model (weights sha256 {old_sha[:12]}... in the file, {new['model_sha256'][:12]}... now)")
+    elif existing.get("architecture") is not None and existing.get("architecture") != new["architecture"]:
+        out.append(f"model (architecture {existing['architecture']!r} in the file, {new['architecture']!r} now)")
+    if existing.get("eps") is not None:
+        old_eps = _recorded_eps(existing["eps"])
+        if old_eps is None or not math.isclose(old_eps, new["eps"], rel_tol=1e-9, abs_tol=1e-12):
+            out.append(f"eps ({existing['eps']!r} in the file, {new['eps']!r} now)")
+    old_n = _recorded_n(existing)
+    if old_n is not None and old_n != new["n"]:
+        out.append(f"n ({old_n} examples in the file, {new['n']} now)")
+    if existing.get("dataset") is not None and existing.get("dataset") != new["dataset"]:
+        out.append(f"dataset ({existing['dataset']!r} in the file, {new['dataset']!r} now)")
+    return out
+
+
 def evaluate_for_leaderboard(
     model: nn.Module,
     x: Tensor | None = None,
@@ -444,6 +488,7 @@ def evaluate_for_leaderboard(
     state_dir: PathLike | None = None,
     device: torch.device | str | None = None,
     progress: bool = True,
+    overwrite: bool = False,
 ) -> LeaderboardEntry:
     """Clean and AutoAttack accuracy in RobustBench's format, optionally written as a model-info file.
 
@@ -452,15 +497,20 @@ def evaluate_for_leaderboard(
     ``attack_suite`` names attacks, the papers' torchattacks suite
     (:func:`ib_plugins.evaluation.build_suite` / :func:`~ib_plugins.evaluation.evaluate_suite`).
     With ``out_dir`` the entry is written to
-    ``out_dir/model_info/<dataset>/<threat_model>/<model_name>.json``; an existing file there is
-    merged like RobustBench's ``update_json`` does (fields not set now, such as a hand-written
-    ``link``, are kept).
+    ``out_dir/model_info/<dataset>/<threat_model>/<model_name>.json``. An existing file there of
+    the *same* evaluation is merged like RobustBench's ``update_json`` does (fields not set now,
+    such as a hand-written ``link``, are kept). One of a different evaluation is refused before
+    anything runs, with a message naming the differing fields, unless ``overwrite=True`` (then it
+    is replaced, nothing of it kept): a different model (the weights' SHA-256, recorded as
+    ``ib_plugins.model_sha256``; for files without it, the architecture), ``eps``, ``n`` or
+    dataset. Fields the existing file does not record are not compared.
 
     The file holds every RobustBench ``ModelInfo`` field (accuracies as percentage strings,
-    ``str(round(acc * 100, 2))``), ``unreliable`` (True when AutoAttack's own checks flagged the
-    model, e.g. as randomised, unless ``metadata`` says otherwise), and an ``ib_plugins`` object:
-    ``ib_config`` (given, or read from the :class:`~ib_plugins.wrap.IBModel` inside ``model``),
-    the AutoAttack settings and counts, and the suite results.
+    ``str(round(acc * 100, 2))``), ``n`` (the number of evaluated examples), ``unreliable`` (True
+    when AutoAttack's own checks flagged the model, e.g. as randomised, unless ``metadata`` says
+    otherwise), and an ``ib_plugins`` object: ``ib_config`` (given, or read from the
+    :class:`~ib_plugins.wrap.IBModel` inside ``model``), the SHA-256 of the model's weights, the
+    AutoAttack settings and counts, and the suite results.
 
     Args:
         model: the classifier (inputs in ``[0, 1]``, logits out), e.g. an ``IBModel``.
@@ -491,6 +541,8 @@ def evaluate_for_leaderboard(
         state_dir: per-chunk resume files for AutoAttack.
         device: where to run; None = the model's device.
         progress: show progress bars.
+        overwrite: replace an existing model-info file of a different evaluation (another model,
+            eps, n or dataset) instead of refusing.
 
     Returns:
         The :class:`~ib_plugins.leaderboard.LeaderboardEntry` (``path`` set when written).
@@ -499,6 +551,8 @@ def evaluate_for_leaderboard(
         ValueError: unknown threat model (the message lists 'Linf', 'L2' and says corruptions are
             not supported), bad ``eps``/``n_examples``/names/metadata, inputs outside ``[0, 1]``,
             only one of ``x``/``y``, or an existing unreadable model-info file.
+        RunExistsError: (a ``FileExistsError``) the model-info file exists and holds a different
+            evaluation, and ``overwrite`` is False; raised before any attack runs.
         MissingOptionalDependencyError: no AutoAttack package (or torchattacks for the suite).
 
     Example:
@@ -521,6 +575,8 @@ def evaluate_for_leaderboard(
     if n_examples is not None and (isinstance(n_examples, bool) or not isinstance(n_examples, int) or n_examples < 1):
         raise ValueError(f"n_examples: expected an int >= 1 or None, got {n_examples!r}")
     meta = _check_metadata(metadata)
+    if not isinstance(overwrite, bool):
+        raise TypeError(f"overwrite: expected True or False, got {type(overwrite).__name__}")
     if ib_config is not None and not isinstance(ib_config, Mapping):
         raise TypeError(f"ib_config: expected a dict or None, got {type(ib_config).__name__}")
     if attack_suite is not None:
@@ -546,10 +602,24 @@ def evaluate_for_leaderboard(
 
     target: Path | None = None
     existing: dict[str, Any] | None = None
+    architecture = meta.get("architecture", _architecture(model))
+    weights_sha256 = model_fingerprint(model)
     if out_dir is not None:
         folder = Path(out_dir) / "model_info" / dataset / threat
         target = folder / f"{model_name}.json"
         existing = _read_existing(target)
+    if existing is not None:
+        differing = _differences(existing, {"model_sha256": weights_sha256, "architecture": architecture, "eps": eps,
+                                            "n": int(x.shape[0]), "dataset": dataset})
+        if differing and not overwrite:
+            raise RunExistsError(
+                f"out_dir: {target} already holds the entry of a different evaluation, which would be merged with "
+                f"this one; it differs in: {'; '.join(differing)}. Pass overwrite=True (ib-plugins demo: "
+                "--overwrite) to replace it, or choose another model_name or out_dir"
+            )
+        if differing:
+            logger.warning("replacing %s (a different evaluation: %s)", target, "; ".join(differing))
+            existing = None
 
     aa = run_autoattack(
         model, x, y, norm=threat, eps=eps, version=version, batch_size=batch_size, seed=seed,  # type: ignore[arg-type]
@@ -582,6 +652,7 @@ def evaluate_for_leaderboard(
         "model_name": model_name,
         "threat_model": threat,
         "n_examples": int(x.shape[0]),
+        "model_sha256": weights_sha256,
         "data": {"dataset": dataset, "source": source},
         "seed": seed,
         "ib_config": dict(ib_config) if ib_config is not None else None,
@@ -604,7 +675,7 @@ def evaluate_for_leaderboard(
         "number_forward_passes": meta.get("number_forward_passes", 1),
         "dataset": dataset,
         "venue": meta.get("venue"),
-        "architecture": meta.get("architecture", _architecture(model)),
+        "architecture": architecture,
         "eps": eps,
         "clean_acc": _percent(aa.clean_accuracy),
         "reported": meta.get("reported"),
@@ -612,6 +683,7 @@ def evaluate_for_leaderboard(
         "footnote": footnote,
         "unreliable": meta.get("unreliable", bool(aa.checks)),
         "external": meta.get("external"),
+        "n": int(x.shape[0]),
         "ib_plugins": ib_info,
     }
     if existing is not None:
