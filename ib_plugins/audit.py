@@ -991,8 +991,11 @@ def run_audit(
     eot_samples = _check_int(eot_samples, "eot_samples", minimum=2)
     if eps_grid is not None:
         eps_grid = _check_eps_grid(eps_grid)
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise ValueError(f"device: {device!r} was requested but CUDA is not available on this machine")
+    from ib_plugins.training import _device
+
+    device = str(_device(device))  # unknown names, meta, a missing CUDA device: a clear error now
+    if surrogate_epochs is not None:
+        surrogate_epochs = _check_int(surrogate_epochs, "surrogate_epochs", minimum=1)
     if surrogate is True:
         surrogate = None
 
@@ -1215,7 +1218,7 @@ def run_audit(
             with bar.stage("train surrogate"):
                 t0 = time.perf_counter()
                 arch = train_cfg.model if train_cfg is not None else None
-                epochs = surrogate_epochs or settings.surrogate_epochs
+                epochs = settings.surrogate_epochs if surrogate_epochs is None else surrogate_epochs
                 surrogate_model = train_surrogate(dataset, model=arch, epochs=epochs, seed=seed + 1, data_dir=data_dir,
                                                   device=device)
                 surrogate_info = {"source": f"trained: CE {arch or _SURROGATE_MODELS.get(dataset)}, {epochs} epochs, "
@@ -1294,8 +1297,10 @@ def run_audit(
                 title=f"Robust accuracy vs steps (eps={eps:g})",
                 extra={f"{settings.restarts} restarts": (settings.pgd_steps, restart["accuracy"])}))
         write_json(out / "audit.json", report.to_dict())
-        (out / "audit.md").write_text(report.to_markdown())
-        (out / "audit.html").write_text(report.to_html())
+        from ib_plugins.training import _atomic_write_text
+
+        _atomic_write_text(out / "audit.md", report.to_markdown())
+        _atomic_write_text(out / "audit.html", report.to_html())
         report.files.update({"audit.json": str(out / "audit.json"), "audit.md": str(out / "audit.md"),
                              "audit.html": str(out / "audit.html")})
     logger.info("audit of %s: %s", target_name, report.summary())

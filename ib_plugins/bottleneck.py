@@ -59,6 +59,29 @@ class IBTerms(NamedTuple):
     hy: Tensor
 
 
+def _check_labels(y: Tensor, num_classes: int) -> None:
+    """Validate labels for :func:`labels_to_targets` (range checked on CPU tensors only: no host read elsewhere)."""
+    if not isinstance(num_classes, int) or isinstance(num_classes, bool) or num_classes < 2:
+        raise ValueError(f"num_classes: expected an int >= 2, got {num_classes!r}")
+    if not isinstance(y, Tensor):
+        raise TypeError(f"y: expected a tensor of class indices [batch] or targets [batch, C], got {type(y).__name__}")
+    if y.dtype == torch.bool or y.is_complex():
+        raise TypeError(f"y: expected integer class indices or floating-point targets, got dtype {y.dtype}")
+    if y.is_floating_point():
+        if y.dim() != 2 or y.shape[1] != num_classes:
+            raise ValueError(
+                f"y: float targets must have shape [batch, num_classes={num_classes}], got {tuple(y.shape)}"
+            )
+        return
+    if y.dim() != 1:
+        raise ValueError(f"y: expected class indices of shape [batch], got shape {tuple(y.shape)}")
+    if y.device.type == "cpu" and y.numel() and bool(((y < 0) | (y >= num_classes)).any()):
+        raise ValueError(
+            f"y: labels must lie in [0, num_classes) = [0, {num_classes}), got values in "
+            f"[{int(y.min())}, {int(y.max())}]"
+        )
+
+
 def labels_to_targets(y: Tensor, num_classes: int, *, dtype: torch.dtype = torch.float32) -> Tensor:
     """One-hot targets from class indices, validating their range (soft targets pass through).
 
@@ -74,27 +97,16 @@ def labels_to_targets(y: Tensor, num_classes: int, *, dtype: torch.dtype = torch
         ValueError: labels outside ``[0, num_classes)`` (checked on CPU tensors; on accelerators
             the check is left to ``one_hot``'s device-side assert, so that a training step never
             waits on the host), or a shape that is neither.
+        TypeError: ``y`` is not a tensor, or holds booleans or complex numbers (ambiguous as labels).
 
     Example:
         >>> labels_to_targets(torch.tensor([0, 2]), 3)
         tensor([[1., 0., 0.],
                 [0., 0., 1.]])
     """
-    if not isinstance(num_classes, int) or num_classes < 2:
-        raise ValueError(f"num_classes: expected an int >= 2, got {num_classes!r}")
+    _check_labels(y, num_classes)
     if y.is_floating_point():
-        if y.dim() != 2 or y.shape[1] != num_classes:
-            raise ValueError(
-                f"y: float targets must have shape [batch, num_classes={num_classes}], got {tuple(y.shape)}"
-            )
         return y.to(dtype)
-    if y.dim() != 1:
-        raise ValueError(f"y: expected class indices of shape [batch], got shape {tuple(y.shape)}")
-    if y.device.type == "cpu" and y.numel() and bool(((y < 0) | (y >= num_classes)).any()):
-        raise ValueError(
-            f"y: labels must lie in [0, num_classes) = [0, {num_classes}), got values in "
-            f"[{int(y.min())}, {int(y.max())}]"
-        )
     # On accelerators the range check would read a value on the host (a stall per training step);
     # there out-of-range labels trip one_hot's device-side assert instead, as in F.cross_entropy.
     return F.one_hot(y.long(), num_classes).to(dtype)
@@ -138,7 +150,9 @@ def ib_objective(
         :class:`IBTerms`.
 
     Raises:
-        ValueError: no activations, mismatched batch sizes, fewer than 2 samples, negative weights.
+        ValueError: no activations, mismatched batch sizes, fewer than 2 samples, 0-d tensors,
+            negative weights.
+        TypeError: an input is not a floating-point tensor.
 
     Example:
         >>> x, t = torch.rand(8, 5), torch.rand(8, 3)
@@ -151,6 +165,13 @@ def ib_objective(
     for name, value in (("alpha", alpha), ("beta", beta)):
         if not (value >= 0 and math.isfinite(value)):
             raise ValueError(f"{name}: expected a finite number >= 0, got {value!r}")
+    for name, t in (("x", x), ("y_targets", y_targets), *((f"activation {i}", t) for i, t in enumerate(activations))):
+        if not isinstance(t, Tensor):
+            raise TypeError(f"{name}: expected a floating-point tensor, got {type(t).__name__}")
+        if not t.is_floating_point() and not (name == "x" and alpha == 0):  # X is unused when alpha = 0
+            raise TypeError(f"{name}: expected a floating-point tensor, got dtype {t.dtype}")
+        if t.dim() == 0:
+            raise ValueError(f"{name}: expected a batch [m, ...], got a 0-d tensor (a scalar)")
     m = x.shape[0]
     for i, t in enumerate(activations):
         if t.shape[0] != m:

@@ -49,12 +49,39 @@ MaskMode = Literal["paper", "code"]
 
 
 def _check_features(features: Tensor, name: str = "features") -> None:
-    if not isinstance(features, Tensor) or not features.is_floating_point():
+    if not isinstance(features, Tensor):
         raise TypeError(f"{name}: expected a floating-point tensor, got {type(features).__name__}")
+    if not features.is_floating_point():
+        raise TypeError(f"{name}: expected a floating-point tensor, got dtype {features.dtype}")
     if features.dim() < 2:
         raise ValueError(
             f"{name}: the masked layer's output must be [batch, channels, ...], got shape {tuple(features.shape)}"
         )
+
+
+def _check_score_inputs(features: Tensor, x: object, y: object) -> None:
+    """Shapes, dtypes and devices of :func:`channel_scores`' inputs (metadata only, no host read)."""
+    _check_features(features)
+    m, c = features.shape[0], features.shape[1]
+    if m < 2:
+        raise ValueError(f"features: HSIC needs a batch of at least 2 samples, got shape {tuple(features.shape)}")
+    if c < 1:
+        raise ValueError(f"features: expected at least one channel to score, got shape {tuple(features.shape)}")
+    if x is not None:
+        if not isinstance(x, Tensor):
+            raise TypeError(f"x: expected a floating-point tensor or None, got {type(x).__name__}")
+        if not x.is_floating_point():
+            raise TypeError(f"x: expected a floating-point tensor, got dtype {x.dtype}")
+        if x.dim() == 0 or x.shape[0] != m:
+            raise ValueError(f"x has batch size {x.shape[0] if x.dim() else 'none (0-d)'}, but features have {m}")
+        if x.device != features.device:
+            raise ValueError(f"x: expected a tensor on the features' device ({features.device}), got {x.device}")
+    if not isinstance(y, Tensor):
+        raise TypeError(f"y: expected a tensor of class indices or targets, got {type(y).__name__}")
+    if y.dim() == 0 or y.shape[0] != m:
+        raise ValueError(f"y has batch size {y.shape[0] if y.dim() else 'none (0-d)'}, but features have {m}")
+    if y.device != features.device:
+        raise ValueError(f"y: expected a tensor on the features' device ({features.device}), got {y.device}")
 
 
 def _series_length(z: float, *, tol: float, limit: int) -> int | None:
@@ -107,7 +134,10 @@ def _scalar_channel_scores(
     c, m, _ = rows.shape
     f = rows[..., 0]
     v = 2.0 * sigma * sigma
-    z = 2.0 * float(f.abs().max()) ** 2 / v  # one host read per masked batch (CPU only)
+    f_max = float(f.abs().max())  # one host read per masked batch (CPU only)
+    # z = 2 max|f|² / v without Python's OverflowError (x ** 2) or ZeroDivisionError (v = 0 for a
+    # tiny σ); an infinite z sends huge channels to the dense path.
+    z = 0.0 if f_max == 0.0 else (2.0 * f_max * f_max / v if v > 0 else math.inf)
     p = _series_length(z, tol=tol, limit=m // 2)
     if p is None:
         return None
@@ -191,8 +221,17 @@ def channel_scores(
     m = 100), else from a dense Cholesky solve per channel. Other maps, and tensors on an
     accelerator (no host read there), take one batched ``m×m`` solve in the features' dtype.
 
+    Any finite features give finite scores: kernels are computed from distances in units of each
+    channel's largest ``|f|`` (see :func:`ib_plugins.hsic.gaussian_kernel`), so features of 1e30
+    (float32) or 1e300 (float64) do not overflow. A zero-width channel (a ``[m, C, 0, 0]`` map) is a
+    constant and scores 0.
+
     Raises:
-        ValueError: bad shapes or labels; ``sigma``, ``eps`` or ``chunk_size`` out of range.
+        ValueError: bad shapes or labels (fewer than 2 samples, no channel, mismatched batch sizes),
+            ``x`` or ``y`` on another device than the features; ``sigma``, ``eps`` or
+            ``chunk_size`` out of range.
+        TypeError: ``features`` or ``x`` is not a floating-point tensor, ``y`` not a tensor (or
+            boolean/complex labels).
         NonFiniteActivationError: the features hold NaN or inf (see ``check_finite``).
 
     Example:
@@ -201,12 +240,8 @@ def channel_scores(
         >>> ix.shape, iy.shape
         (torch.Size([8]), torch.Size([8]))
     """
-    _check_features(features)
+    _check_score_inputs(features, x, y)
     m, c = features.shape[0], features.shape[1]
-    if x is not None and x.shape[0] != m:
-        raise ValueError(f"x has batch size {x.shape[0]}, but features have {m}")
-    if y.shape[0] != m:
-        raise ValueError(f"y has batch size {y.shape[0]}, but features have {m}")
     _check_chunk_size(chunk_size)
     _check_positive("sigma", sigma)
     _check_positive("eps", eps)

@@ -2,7 +2,12 @@
 
 Run ``ib-plugins COMMAND --help`` for each command's options. Every command writes a results
 folder (``config.json``, ``metrics.json``, ``results.md``, PNG plots) and refuses to overwrite a
-folder that holds a different run unless ``--overwrite`` is given.
+folder that holds a different run (or output files without a ``config.json`` of ours) unless
+``--overwrite`` is given.
+
+Bad input never shows a traceback: the command exits with status 2 and one line on stderr,
+``ib-plugins COMMAND: error: MESSAGE``, naming the argument and what was expected (usage errors
+that argparse finds add a pointer to ``--help`` on the same line). A traceback means a bug.
 
 Example:
     >>> parser = build_parser()
@@ -16,6 +21,8 @@ import argparse
 import dataclasses
 import json
 import logging
+import math
+import re
 import sys
 import time
 from collections.abc import Sequence
@@ -49,6 +56,66 @@ _TRAIN_HELP = {
 }
 
 
+class _Parser(argparse.ArgumentParser):
+    """An argument parser whose usage errors are one line on stderr (exit status 2)."""
+
+    def error(self, message: str) -> Any:
+        """Print ``PROG: error: MESSAGE (usage hint)`` on one line and exit with status 2."""
+        usage = " ".join(self.format_usage().split())
+        hint = f"{usage}; see '{self.prog} --help'" if len(usage) <= 80 else f"see '{self.prog} --help' for the usage"
+        self.exit(2, f"{self.prog}: error: {' '.join(message.split())} ({hint})\n")
+
+
+def _shown(text: str, limit: int = 60) -> str:
+    return repr(text) if len(text) <= limit else repr(text[:limit]) + "..."
+
+
+def _count(minimum: int) -> Any:
+    """argparse type: an int >= ``minimum``."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:  # not an int, or more digits than Python converts
+            raise argparse.ArgumentTypeError(f"expected an int >= {minimum}, got {_shown(text)}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"expected an int >= {minimum}, got {_shown(text)}")
+        return value
+
+    parse.__name__ = f"int >= {minimum}"
+    return parse
+
+
+def _finite_float(text: str) -> float:
+    """argparse type: a finite number."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"expected a finite number, got {text!r}")
+    return value
+
+
+def _step_counts(text: str) -> str:
+    """argparse type: comma-separated ints >= 1, e.g. ``1,10,20`` (checked, kept as text)."""
+    parts = [t.strip() for t in text.split(",") if t.strip()]
+    try:
+        values = [int(t) for t in parts]
+    except ValueError:
+        values = []
+    if not values or any(v < 1 for v in values):
+        raise argparse.ArgumentTypeError(f"expected comma-separated ints >= 1 such as 1,10,20, got {text!r}")
+    return text
+
+
+def _names(text: str) -> str:
+    """argparse type: a comma-separated list with at least one name (kept as text)."""
+    if not [t for t in text.split(",") if t.strip()]:
+        raise argparse.ArgumentTypeError(f"expected comma-separated names, got {text!r}")
+    return text
+
+
 def _field_type(field: dataclasses.Field[Any]) -> tuple[Any, bool]:
     """(python type for argparse, is_bool) from a TrainConfig field annotation."""
     ann = str(field.type)
@@ -77,12 +144,54 @@ def _add_train_options(parser: argparse.ArgumentParser) -> None:
             parser.add_argument(flag, type=typ, default=None, help=help_text, metavar=field.name.upper())
 
 
+def _read_json_file(path: str | Path, arg: str) -> Any:
+    """Read a JSON file the user named; every failure is a ValueError naming ``arg`` and the file."""
+    p = Path(path)
+    try:
+        raw = p.read_bytes()
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{arg}: {p} does not exist (expected a JSON file)") from None
+    except IsADirectoryError:
+        raise ValueError(f"{arg}: expected a JSON file, got the folder {p}") from None
+    except OSError as err:
+        raise ValueError(f"{arg}: cannot read {p} ({err.strerror or err})") from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise ValueError(f"{arg}: {p} is not a JSON file (byte {err.start} is not UTF-8 text)") from None
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{arg}: {p} is not valid JSON ({err.msg} at line {err.lineno}, column {err.colno})") from None
+    except RecursionError:
+        raise ValueError(f"{arg}: {p} is nested too deeply to be read as JSON (expected a JSON object)") from None
+    except ValueError as err:  # e.g. an integer literal with more digits than Python converts
+        reason = " ".join(str(err).split(";")[0].split())
+        raise ValueError(f"{arg}: {p} is not valid JSON ({reason})") from None
+
+
 def _config_from_args(args: argparse.Namespace) -> Any:
-    from ib_plugins.training import TrainConfig
+    from ib_plugins.training import TrainConfig, _check_fields
 
     data: dict[str, Any] = {}
     if args.config:
-        data.update(json.loads(Path(args.config).read_text()))
+        from_file = _read_json_file(args.config, "config")
+        if not isinstance(from_file, dict):
+            raise ValueError(
+                f"config: {args.config} must hold a JSON object of TrainConfig fields, got a JSON "
+                f"{_json_type(from_file)}"
+            )
+        names = {f.name for f in dataclasses.fields(TrainConfig)}
+        try:
+            unknown = sorted(set(from_file) - names)
+            if unknown:
+                raise ValueError(
+                    f"unknown training config keys: {', '.join(unknown)}; valid keys: {', '.join(sorted(names))}"
+                )
+            _check_fields(from_file)
+        except ValueError as err:
+            raise ValueError(f"config: {args.config}: {err}") from None
+        data.update(from_file)
     for field in dataclasses.fields(TrainConfig):
         value = getattr(args, field.name, None)
         if value is None:
@@ -93,12 +202,14 @@ def _config_from_args(args: argparse.Namespace) -> Any:
     return TrainConfig.from_dict(data)
 
 
+def _json_type(value: Any) -> str:
+    return {list: "array", str: "string", bool: "boolean", int: "number", float: "number", type(None): "null"}.get(
+        type(value), type(value).__name__
+    )
+
+
 def _csv(text: str | None) -> list[str] | None:
     return [t.strip() for t in text.split(",") if t.strip()] if text else None
-
-
-def _ints(text: str | None) -> list[int] | None:
-    return [int(t) for t in text.split(",") if t.strip()] if text else None
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -111,16 +222,17 @@ def build_parser() -> argparse.ArgumentParser:
         >>> build_parser().parse_args(["demo", "--epochs", "5"]).epochs
         5
     """
-    parser = argparse.ArgumentParser(prog="ib-plugins", description="Information-bottleneck defences: train, attack, report.")
+    parser = _Parser(prog="ib-plugins", description="Information-bottleneck defences: train, attack, report.")
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output (-vv for debug)")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     demo = sub.add_parser("demo", help="CE vs IB-RAR on scikit-learn digits: train, attack, compare (~3 min on 2 CPU cores)")
     demo.add_argument("--out", default="ib-plugins-demo", help="results folder (default: ib-plugins-demo)")
-    demo.add_argument("--epochs", type=int, default=None, help="epochs per network (default: 20)")
-    demo.add_argument("--eval-n", type=int, default=None, help="attack-suite test images (default: all 450)")
-    demo.add_argument("--autoattack-n", type=int, default=100, help="test images for the AutoAttack column (0: skip)")
-    demo.add_argument("--seed", type=int, default=0)
+    demo.add_argument("--epochs", type=_count(1), default=None, help="epochs per network (default: 20)")
+    demo.add_argument("--eval-n", type=_count(1), default=None, help="attack-suite test images (default: all 450)")
+    demo.add_argument("--autoattack-n", type=_count(0), default=100,
+                      help="test images for the AutoAttack column (0: skip)")
+    demo.add_argument("--seed", type=_count(0), default=0)
     demo.add_argument("--device", default="cpu")
     demo.add_argument("--overwrite", action="store_true", help="replace a results folder of a different run")
     demo.add_argument("--no-progress", action="store_true", help="hide progress bars")
@@ -138,13 +250,14 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--out", help="results folder (default: next to the checkpoint)")
     ev.add_argument("--suite", default="ibrar", help="ibrar (PGD, CW, FGSM, FAB, NIFGSM) or entropic")
     ev.add_argument("--budget", help="ibrar-code or paper (default: the suite's default)")
-    ev.add_argument("--attacks", help="comma-separated subset of the suite")
-    ev.add_argument("--n", type=int, help="evaluate on a stratified subset of N test images")
-    ev.add_argument("--batch-size", type=int, default=100)
-    ev.add_argument("--seed", type=int, default=0)
-    ev.add_argument("--pgd-steps", type=int)
-    ev.add_argument("--cw-steps", type=int)
-    ev.add_argument("--steps-sweep", help="also PGD accuracy at these step counts, e.g. 1,10,20,30,40,50 (Fig. 3)")
+    ev.add_argument("--attacks", type=_names, help="comma-separated subset of the suite")
+    ev.add_argument("--n", type=_count(1), help="evaluate on a stratified subset of N test images")
+    ev.add_argument("--batch-size", type=_count(1), default=100)
+    ev.add_argument("--seed", type=_count(0), default=0)
+    ev.add_argument("--pgd-steps", type=_count(1))
+    ev.add_argument("--cw-steps", type=_count(1))
+    ev.add_argument("--steps-sweep", type=_step_counts,
+                    help="also PGD accuracy at these step counts, e.g. 1,10,20,30,40,50 (Fig. 3)")
     ev.add_argument("--noise", action="store_true", help="also accuracy under random L2/Linf noise (entropic Tables V-VI)")
     ev.add_argument("--tendency", help="also the misclassification-tendency table of this attack (Table IV)")
     ev.add_argument("--tsne", help="also a t-SNE plot of this layer (Fig. 1)")
@@ -157,16 +270,17 @@ def build_parser() -> argparse.ArgumentParser:
     sel = sub.add_parser("select-layers", help="Table III procedure: IB on one layer at a time, PGD accuracy per layer")
     sel.add_argument("--dataset", default="digits")
     sel.add_argument("--model", default="digits-cnn")
-    sel.add_argument("--candidates", help="comma-separated layers (default: the model's hook points)")
-    sel.add_argument("--epochs", type=int, default=20)
-    sel.add_argument("--batch-size", type=int, default=50)
-    sel.add_argument("--alpha", type=float, default=0.008)
-    sel.add_argument("--beta", type=float, default=0.08)
-    sel.add_argument("--eval-n", type=int, help="PGD on a subset of N test images")
-    sel.add_argument("--tolerance", type=float, default=0.01, help="PGD-accuracy gain over CE needed for selection")
-    sel.add_argument("--train-limit", type=int)
+    sel.add_argument("--candidates", type=_names, help="comma-separated layers (default: the model's hook points)")
+    sel.add_argument("--epochs", type=_count(1), default=20)
+    sel.add_argument("--batch-size", type=_count(1), default=50)
+    sel.add_argument("--alpha", type=_finite_float, default=0.008)
+    sel.add_argument("--beta", type=_finite_float, default=0.08)
+    sel.add_argument("--eval-n", type=_count(1), help="PGD on a subset of N test images")
+    sel.add_argument("--tolerance", type=_finite_float, default=0.01,
+                     help="PGD-accuracy gain over CE needed for selection")
+    sel.add_argument("--train-limit", type=_count(1))
     sel.add_argument("--out", default="select-layers")
-    sel.add_argument("--seed", type=int, default=0)
+    sel.add_argument("--seed", type=_count(0), default=0)
     sel.add_argument("--data-dir")
     sel.add_argument("--device", default="cpu")
     sel.add_argument("--overwrite", action="store_true")
@@ -229,13 +343,17 @@ def _cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _steps(text: str | None) -> list[int] | None:
+    return [int(t) for t in text.split(",") if t.strip()] if text else None
+
+
 def _cmd_evaluate(args: argparse.Namespace) -> int:
     from ib_plugins.experiments import evaluate_checkpoint
 
     metrics = evaluate_checkpoint(
         args.checkpoint, out_dir=args.out, suite=args.suite, budget=args.budget, attacks=_csv(args.attacks), n=args.n,
         batch_size=args.batch_size, seed=args.seed, pgd_steps=args.pgd_steps, cw_steps=args.cw_steps,
-        steps_sweep=_ints(args.steps_sweep), noise=args.noise, tendency=args.tendency, tsne_layer=args.tsne,
+        steps_sweep=_steps(args.steps_sweep), noise=args.noise, tendency=args.tendency, tsne_layer=args.tsne,
         expect_model=args.model, data_dir=args.data_dir, device=args.device, overwrite=args.overwrite,
         progress=not args.no_progress,
     )
@@ -250,8 +368,28 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _check_candidates(args: argparse.Namespace) -> None:
+    """Unknown or repeated ``--candidates`` are refused before the CE-only network is trained."""
+    from ib_plugins.data import get_dataset_info, list_datasets
+    from ib_plugins.errors import UnknownLayerError
+    from ib_plugins.layer_selection import resolve_layers
+    from ib_plugins.models import create_model, list_models
+
+    if args.dataset not in list_datasets() or args.model not in list_models():
+        return  # select_robust_layers names the valid ones
+    info = get_dataset_info(args.dataset)
+    network = create_model(args.model, num_classes=info.num_classes, in_channels=info.in_channels)
+    try:
+        resolve_layers(network, _csv(args.candidates))
+    except UnknownLayerError as err:
+        raise UnknownLayerError(f"candidates: {err}") from None
+
+
 def _cmd_select(args: argparse.Namespace) -> int:
     from ib_plugins.experiments import select_robust_layers
+
+    if args.candidates:
+        _check_candidates(args)
 
     select_robust_layers(
         dataset=args.dataset, model=args.model, candidates=_csv(args.candidates), epochs=args.epochs,
@@ -274,22 +412,45 @@ def _report_result(attack: dict[str, Any], suite: dict[str, Any]) -> Any:
     )
 
 
+_EVALUATE = "'ib-plugins evaluate'"
+
+
+def _report_rows(folder: str) -> tuple[float, dict[str, Any]]:
+    """(clean accuracy, {attack name: AttackResult}) of one evaluation folder; bad files are a ValueError."""
+    p = Path(folder)
+    if not p.exists():
+        raise FileNotFoundError(f"results: {folder} does not exist (expected a folder written by {_EVALUATE})")
+    if not p.is_dir():
+        raise ValueError(f"results: expected a folder written by 'ib-plugins evaluate', got the file {folder}")
+    path = p / "metrics.json"
+    if not path.is_file():
+        raise FileNotFoundError(f"results: {folder} has no metrics.json (expected a folder written by {_EVALUATE})")
+    metrics = _read_json_file(path, "results")
+    if not isinstance(metrics, dict) or "suite" not in metrics:
+        raise ValueError(f"results: {path} holds no attack-suite results")
+    try:
+        suite = metrics["suite"]
+        clean = float(suite["clean_accuracy"])
+        accs = {a["name"]: _report_result(a, suite) for a in suite["attacks"]}
+        if not math.isfinite(clean) or not all(isinstance(name, str) for name in accs):
+            raise ValueError("a non-finite accuracy or a non-string attack name")
+    except (KeyError, TypeError, ValueError, OverflowError, AttributeError, IndexError) as err:
+        reason = f"missing field {err}" if isinstance(err, KeyError) else " ".join(str(err).split())[:200]
+        raise ValueError(
+            f"results: {path} is not a metrics.json written by 'ib-plugins evaluate' ({reason})"
+        ) from None
+    return clean, accs
+
+
 def _cmd_report(args: argparse.Namespace) -> int:
     rows = []
     attack_names: list[str] = []
     specs: dict[str, Any] = {}
     for folder in args.results:
-        path = Path(folder) / "metrics.json"
-        if not path.is_file():
-            raise FileNotFoundError(f"results: {folder} has no metrics.json (expected a folder written by 'ib-plugins evaluate')")
-        metrics = json.loads(path.read_text())
-        if "suite" not in metrics:
-            raise ValueError(f"results: {path} holds no attack-suite results")
-        suite = metrics["suite"]
-        accs = {a["name"]: _report_result(a, suite) for a in suite["attacks"]}
+        clean, accs = _report_rows(folder)
         attack_names += [n for n in accs if n not in attack_names]
         specs.update({n: r.spec for n, r in accs.items() if n not in specs})
-        rows.append((folder, suite["clean_accuracy"], accs))
+        rows.append((folder, clean, accs))
     from ib_plugins._markdown import md_cell
     from ib_plugins.evaluation import _accuracy_cell, _column_title, _fixed_c_note
 
@@ -300,19 +461,58 @@ def _cmd_report(args: argparse.Namespace) -> int:
         lines.append(f"| {md_cell(folder)} | {100 * clean:.2f} | " + " | ".join(cells) + " |")
     notes = _fixed_c_note([specs[n] for n in attack_names])
     table = "\n".join(lines + ([""] + notes if notes else [])) + "\n"
+    if args.out and Path(args.out).is_dir():
+        raise ValueError(f"out: expected a markdown file to write, got the folder {args.out}")
     _print_table(table)
     if args.out:
         Path(args.out).write_text(table)
     return 0
 
 
-def _cmd_leaderboard(args: argparse.Namespace) -> int:
-    from ib_plugins.leaderboard import load_entries, render_leaderboard
+def _leaderboard_files(paths: Sequence[str]) -> list[Path]:
+    """The JSON files ``load_entries`` would read (folders searched recursively)."""
+    files: list[Path] = []
+    for raw in paths:
+        p = Path(raw)
+        if not p.exists():
+            raise FileNotFoundError(f"results: {raw} does not exist (expected model-info JSON files or folders)")
+        files += [f for f in sorted(p.rglob("*.json")) if f.is_file()] if p.is_dir() else [p]
+    return files
 
-    entries = load_entries(args.results)
+
+def _cmd_leaderboard(args: argparse.Namespace) -> int:
+    from ib_plugins.leaderboard import LeaderboardEntry, load_entries, render_leaderboard
+
+    files = _leaderboard_files(args.results)
+    for f in files:  # unreadable, non-UTF-8, not JSON, nested too deeply: named here, with the file
+        _read_json_file(f, "results")
+    unrepresentable = (RecursionError, OverflowError)
+    try:
+        entries = load_entries(args.results)
+    except unrepresentable as err:
+        for f in files:  # find the file, to name it
+            try:
+                LeaderboardEntry.from_json(f)
+            except unrepresentable as file_err:
+                raise ValueError(
+                    f"results: {f}: a value cannot be represented ({type(file_err).__name__}: {file_err})"
+                ) from None
+            except (ValueError, OSError):
+                continue
+        raise ValueError(
+            f"results: a model-info file holds a value that cannot be represented ({type(err).__name__}: {err})"
+        ) from None
     if not entries:
         raise FileNotFoundError(f"results: no model-info JSON files found in {', '.join(args.results)}")
-    md_path, html_path = render_leaderboard(entries, args.out, title=args.title)
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise FileExistsError(f"out: expected a folder for leaderboard.md and leaderboard.html, got the file {out}")
+    try:
+        md_path, html_path = render_leaderboard(entries, args.out, title=args.title)
+    except unrepresentable as err:
+        raise ValueError(
+            f"results: a model-info file holds a value that cannot be rendered ({type(err).__name__}: {err})"
+        ) from None
     print(Path(md_path).read_text().rstrip())
     print(f"\nWritten: {md_path}, {html_path}")
     return 0
@@ -335,6 +535,55 @@ _COMMANDS = {
 }
 
 
+# Commands with a --device option: checked before anything runs, so that a bad name never reaches torch.
+_DEVICE_COMMANDS = ("demo", "evaluate", "select-layers", "audit")
+
+
+def _check_args(args: argparse.Namespace) -> None:
+    """Checks of parsed arguments that argparse cannot express (before the command runs)."""
+    if args.command in _DEVICE_COMMANDS:
+        from ib_plugins.training import _device
+
+        _device(args.device)
+    if args.command == "train" and args.resume and args.overwrite:
+        raise ValueError(
+            "--resume, --overwrite: expected at most one of them (--resume continues the run in --out, "
+            "--overwrite replaces it), got both"
+        )
+    if args.command == "audit" and args.surrogate_epochs is not None and args.surrogate_epochs < 1:
+        raise ValueError(f"--surrogate-epochs: expected an int >= 1, got {args.surrogate_epochs}")
+
+
+def _one_line(err: BaseException) -> str:
+    """The message of a user error, on one line (OSErrors as 'reason: path')."""
+    if isinstance(err, OSError) and err.strerror and err.filename is not None:
+        text = f"{err.strerror}: {err.filename}" + (f" -> {err.filename2}" if err.filename2 is not None else "")
+    else:
+        text = str(err) or type(err).__name__
+    return re.sub(r"\s*\n\s*", " ", text).strip()
+
+
+def _interrupted(args: argparse.Namespace) -> str:
+    """What is true after Ctrl-C, and how to go on."""
+    if args.command == "train":
+        if (Path(args.out) / "checkpoint.pt").is_file():
+            return f"interrupted; rerun with --resume to continue from the last checkpoint in {args.out}"
+        return (
+            "interrupted before the first epoch ended, so no checkpoint was written yet; rerun the same command "
+            "without --resume to start from scratch"
+        )
+    if args.command in ("demo", "select-layers"):
+        return "interrupted; rerun the same command to continue (finished networks are reused, others resume)"
+    return "interrupted; nothing was finished: rerun the same command to start again"
+
+
+# Exceptions that mean bad input (files, names, values, the environment), not a bug: one line,
+# exit status 2. Everything else is a bug and keeps its traceback.
+_USER_ERRORS: tuple[type[BaseException], ...] = (
+    IBPluginsError, ValueError, TypeError, OSError, ImportError, FloatingPointError,
+)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``ib-plugins`` console script.
 
@@ -342,7 +591,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         argv: arguments (default: ``sys.argv[1:]``).
 
     Returns:
-        The exit status: 0 on success, 2 on bad input (the error is printed, without a traceback).
+        The exit status: 0 on success, 2 on bad input (one line ``ib-plugins COMMAND: error: ...``
+        on stderr, without a traceback), 130 when interrupted (Ctrl-C).
+
+    Raises:
+        SystemExit: ``--help`` (status 0) and usage errors found by argparse (status 2, one line
+            on stderr).
 
     Example:
         >>> main(["report", "/nonexistent-folder"])
@@ -352,12 +606,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     level = logging.WARNING - 10 * min(args.verbose, 2)
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
     try:
+        _check_args(args)
         return _COMMANDS[args.command](args)
-    except (IBPluginsError, ValueError, TypeError, FileNotFoundError, FileExistsError, ImportError) as err:
-        print(f"ib-plugins {args.command}: error: {err}", file=sys.stderr)
+    except _USER_ERRORS as err:
+        print(f"ib-plugins {args.command}: error: {_one_line(err)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print(f"ib-plugins {args.command}: interrupted; rerun with --resume (train) to continue", file=sys.stderr)
+        print(f"ib-plugins {args.command}: {_interrupted(args)}", file=sys.stderr)
         return 130
 
 

@@ -41,8 +41,10 @@ not used because its gradient is NaN at 0. ``h log h`` is undefined for ``h < 0`
 * ``"strict"``: raise :class:`ValueError` naming the layer when any ``h < 0`` (this check
   synchronises with the device).
 
-NaN activations propagate as NaN in every mode. Values above 1 contribute negatively: ``E`` is not
-a true entropy. Logs are natural; the base would only rescale ``E_T``.
+NaN activations propagate as NaN in every mode through the pure functions (they read no value, so
+they stay free on accelerators); :class:`EntropicLoss` raises, naming the layer, on CPU tensors (its
+``check_finite``). Values above 1 contribute negatively: ``E`` is not a true entropy. Logs are
+natural; the base would only rescale ``E_T``.
 
 Example:
     >>> import torch
@@ -75,7 +77,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
 
-from ib_plugins.errors import LayerNotFiredError
+from ib_plugins.errors import LayerNotFiredError, NonFiniteActivationError
 from ib_plugins.layer_selection import resolve_layers
 from ib_plugins.wrap import _inference_modes
 
@@ -380,7 +382,8 @@ def normalized_entropy(
         each ``h_i``: ``(B, *)``; output: ``(B,)``.
 
     Raises:
-        ValueError: no layers, mismatched batch sizes, or an error of :func:`layer_entropy`.
+        ValueError: no layers, a layer with no elements per sample (``N_i = 0``), mismatched
+            batch sizes, or an error of :func:`layer_entropy`.
         TypeError: ``hs`` is not a sequence of real floating-point tensors.
 
     Example:
@@ -393,6 +396,12 @@ def normalized_entropy(
     _check_mode(mode)
     if len(hs) < 1:
         raise ValueError("hs: expected at least 1 layer, got 0")
+    for h, n in zip(hs, _names(names, len(hs))):
+        if math.prod(h.shape[1:]) == 0:
+            raise ValueError(
+                f"layer {_label(n)}: expected at least one element per sample (E_N divides by N_i), "
+                f"got shape {tuple(h.shape)}"
+            )
     terms = [
         layer_entropy(h, mode=mode, name=n) / math.prod(h.shape[1:])
         for h, n in zip(hs, _names(names, len(hs)))
@@ -757,10 +766,17 @@ class EntropicLoss(nn.Module):
             ``"per_sample"`` for ``mean_b (E_T_hat_b - target)**2``.
         target: ``"faithful"`` for ``sigma * E_T_ref`` (default) or ``"abs"`` (see above).
         mode: treatment of negative activations, see :func:`entropy_terms`.
+        check_finite: raise :class:`~ib_plugins.errors.NonFiniteActivationError` naming the cause
+            when the loss is NaN/inf (a non-finite activation or logit, or a penalty beyond the
+            dtype's range); None = on CPU tensors only (free there; on an accelerator it is a host
+            read), True = everywhere, False = never (NaN/inf then propagate).
 
     Raises:
-        ValueError: an argument is out of range or not one of the listed options.
-        TypeError: ``reference``, ``lam`` or ``sigma`` is not a real number.
+        ValueError: an argument is out of range or not one of the listed options; ``reference``
+            (or the target ``sigma * reference``) so large that the squared penalty would overflow
+            the default dtype (``|target| > sqrt(finfo.max) / 2``, about 9.2e18 in float32).
+        TypeError: ``reference``, ``lam`` or ``sigma`` is not a real number, or ``check_finite``
+            not a bool/None.
 
     Example:
         >>> import torch
@@ -786,6 +802,7 @@ class EntropicLoss(nn.Module):
         reduction: Literal["batch_mean", "per_sample"] = "batch_mean",
         target: Literal["faithful", "abs"] = "faithful",
         mode: EntropyMode = "relu",
+        check_finite: bool | None = None,
     ) -> None:
         super().__init__()
         ref = _real("reference", reference)
@@ -807,6 +824,17 @@ class EntropicLoss(nn.Module):
                 f"target: expected one of {', '.join(repr(t) for t in _TARGETS)}, got {target!r}"
             )
         _check_mode(mode)
+        if check_finite is not None and not isinstance(check_finite, bool):
+            raise TypeError(f"check_finite: expected None, True or False, got {check_finite!r}")
+        dtype = torch.get_default_dtype()
+        target_value = ref + abs(ref) * (sigma_f - 1.0) if target == "abs" else ref * sigma_f
+        limit = math.sqrt(torch.finfo(dtype).max) / 2.0
+        if not (abs(ref) <= limit and abs(target_value) <= limit):
+            raise ValueError(
+                f"reference: expected |E_T_ref| and |target| <= {limit:.3g} so that the squared penalty "
+                f"(E_T_hat - target)**2 fits in {dtype}, got reference={ref:.4g} (target {target_value:.4g} "
+                f"with sigma={sigma_f:g})"
+            )
         if ref <= 0 and target == "faithful":
             effect = (
                 "sigma has no effect (the target is 0 for every sigma, also with target='abs')"
@@ -826,7 +854,8 @@ class EntropicLoss(nn.Module):
         self.reduction = reduction
         self.target = target
         self.mode = mode
-        self.register_buffer("reference", torch.tensor(ref, dtype=torch.get_default_dtype()))
+        self.check_finite = check_finite
+        self.register_buffer("reference", torch.tensor(ref, dtype=dtype))
 
     def extra_repr(self) -> str:
         """Summarise the configuration for ``repr``.
@@ -857,7 +886,7 @@ class EntropicLoss(nn.Module):
         return ref * self.sigma
 
     def terms(self, logits: Tensor, targets: Tensor, hs: Sequence[Tensor]) -> EntropicLossTerms:
-        """Compute the loss and its components (no host synchronisation).
+        """Compute the loss and its components (no host synchronisation off the CPU; see ``check_finite``).
 
         Args:
             logits: model output, shape ``(B, C)`` (or ``(B, C, *)``).
@@ -869,7 +898,11 @@ class EntropicLoss(nn.Module):
             The :class:`EntropicLossTerms`.
 
         Raises:
-            ValueError: ``hs`` has fewer than 2 layers or a batch size different from ``logits``.
+            ValueError: ``hs`` has fewer than 2 layers or a batch size different from ``logits``;
+                an empty batch.
+            TypeError: ``logits`` is not a floating-point tensor, ``targets`` not a tensor (or
+                boolean labels).
+            NonFiniteActivationError: the loss is NaN/inf (see ``check_finite``).
 
         Example:
             >>> import torch
@@ -879,6 +912,17 @@ class EntropicLoss(nn.Module):
             >>> round(t.loss.item(), 4) == round(t.ce.item(), 4) == 0.6931
             True
         """
+        if not isinstance(logits, Tensor) or not logits.is_floating_point():
+            got = f"dtype {logits.dtype}" if isinstance(logits, Tensor) else type(logits).__name__
+            raise TypeError(f"logits: expected a floating-point tensor (B, C), got {got}")
+        if logits.dim() < 2 or logits.shape[0] == 0:
+            raise ValueError(f"logits: expected a non-empty batch of shape (B, C), got shape {tuple(logits.shape)}")
+        if not isinstance(targets, Tensor):
+            raise TypeError(f"targets: expected a tensor of class indices (B,), got {type(targets).__name__}")
+        if targets.dtype == torch.bool or targets.is_complex():
+            raise TypeError(
+                f"targets: expected integer class indices or class probabilities, got dtype {targets.dtype}"
+            )
         et = entropy_flow(hs, mode=self.mode)  # type: ignore[arg-type]
         if et.shape[0] != logits.shape[0]:
             raise ValueError(
@@ -892,6 +936,10 @@ class EntropicLoss(nn.Module):
         else:
             penalty = ((et - target) ** 2).mean()
         loss = ce + self.lam * penalty
+        check_finite = getattr(self, "check_finite", None)  # absent from modules pickled by older versions
+        check = check_finite if check_finite is not None else loss.device.type == "cpu"
+        if check and not bool(torch.isfinite(loss)):
+            _raise_non_finite(logits, hs, et_mean, target)
         return EntropicLossTerms(loss, ce, et, et_mean, penalty, target)
 
     def forward(self, logits: Tensor, targets: Tensor, hs: Sequence[Tensor]) -> Tensor:
@@ -913,6 +961,23 @@ class EntropicLoss(nn.Module):
             torch.Size([])
         """
         return self.terms(logits, targets, hs).loss
+
+
+def _raise_non_finite(logits: Tensor, hs: Sequence[Tensor], et_mean: Tensor, target: Tensor) -> None:
+    """Name what made the entropic loss NaN/inf (called only once it is; reads values on the host)."""
+    for i, h in enumerate(hs):
+        if not bool(h.detach().isfinite().all()):
+            raise NonFiniteActivationError(
+                f"hs[{i}]: expected finite activations, got NaN or inf; the entropic loss would be NaN "
+                "(lower the learning rate or check the inputs)"
+            )
+    if not bool(logits.detach().isfinite().all()):
+        raise NonFiniteActivationError("logits: expected finite values, got NaN or inf; the entropic loss would be NaN")
+    raise NonFiniteActivationError(
+        f"hs: the activations are finite but the entropic loss overflows {et_mean.dtype} "
+        f"(E_T_hat = {float(et_mean):.4g}, target = {float(target):.4g}): (E_T_hat - target)**2 or "
+        "h log h exceeds the dtype's range; activations this large are outside what E_T can represent"
+    )
 
 
 def _real(arg: str, value: Any) -> float:

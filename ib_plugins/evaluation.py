@@ -44,6 +44,7 @@ import contextlib
 import io
 import logging
 import math
+import numbers
 import os
 import time
 import warnings
@@ -236,6 +237,23 @@ def _check_eps(eps: object, norm: str, *, arg: str = "eps") -> float:
     return eps
 
 
+#: Keyword arguments that count iterations, restarts, queries or samples: an int >= 1 when given
+#: (torchattacks, AutoAttack and the adaptive attacks loop ``range(n)`` over them, so 0 would
+#: silently skip the attack and a negative or float value fail mid-evaluation).
+_COUNT_KWARGS = (
+    "steps", "n_restarts", "n_queries", "n_iter", "restarts", "eot_iter", "eot_samples", "search_steps",
+    "n_target_classes",
+)
+
+
+def _check_count(value: object, arg: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{arg}: expected an int >= 1 (a count of iterations), got {type(value).__name__} {value!r}")
+    if value < 1:
+        raise ValueError(f"{arg}: expected an int >= 1 (a count of iterations), got {value}")
+    return int(value)
+
+
 @dataclass(frozen=True)
 class AttackSpec:
     """One attack of a suite: a name, its threat model and the torchattacks configuration.
@@ -253,8 +271,10 @@ class AttackSpec:
     Raises:
         ValueError: bad ``norm``; ``eps`` not finite, negative, or (L-inf) above 1; ``eps`` given for
             CW or missing for a bounded attack; ``kwargs`` holding ``model``/``eps``; an unknown
-            ``name`` without ``attack`` (the message lists the known names).
-        TypeError: a field of the wrong type.
+            ``name`` without ``attack`` (the message lists the known names); an iteration count in
+            ``kwargs`` (``steps``, ``n_restarts``, ``n_queries``, ``n_iter``, ``restarts``,
+            ``eot_iter``, ``eot_samples``, ``search_steps``, ``n_target_classes``) below 1.
+        TypeError: a field of the wrong type, or such a count that is not an int.
 
     Example:
         >>> spec = AttackSpec("fgsm", "linf", 0.03, {})
@@ -292,6 +312,9 @@ class AttackSpec:
             raise ValueError(
                 f"kwargs: expected no {', '.join(map(repr, bad))} (set the eps field), got {dict(self.kwargs)!r}"
             )
+        for key in _COUNT_KWARGS:
+            if key in self.kwargs:
+                _check_count(self.kwargs[key], f"kwargs[{key!r}]")
         object.__setattr__(self, "kwargs", MappingProxyType(dict(self.kwargs)))
         if self.attack in _UNBOUNDED:
             if self.eps is not None:
@@ -670,6 +693,12 @@ def _check_xy(
         raise TypeError(f"y: expected a torch.Tensor, got {type(y).__name__}")
     if not x.is_floating_point():
         raise TypeError(f"x: expected a floating-point tensor in [0, 1], got dtype {x.dtype}")
+    if x.device.type == "meta":
+        raise ValueError(
+            "x: expected a tensor with values (on the CPU or an accelerator), got a tensor on the meta device"
+        )
+    if y.device != x.device:
+        raise ValueError(f"y: expected a tensor on x's device ({x.device}), got {y.device}")
     if x.dim() < 2 or x.shape[0] == 0:
         raise ValueError(f"x: expected a non-empty batch [N, ...], got shape {list(x.shape)}")
     if y.dim() != 1 or y.shape[0] != x.shape[0]:
@@ -687,6 +716,18 @@ def _check_xy(
     if int(y.min()) < 0:
         raise ValueError(f"y: expected class indices >= 0, got {int(y.min())}")
     return x, y.long()
+
+
+def _check_model_dtype(model: nn.Module, x: Tensor) -> None:
+    """The attacks feed ``x`` (and perturbations of its dtype) to the model: the dtypes must agree."""
+    for t in model.parameters():
+        if t.is_floating_point():
+            if t.dtype != x.dtype:
+                raise TypeError(
+                    f"x: expected dtype {t.dtype} (the dtype of the model's parameters), got {x.dtype}; "
+                    f"convert one of them (x.to({t.dtype}) or model.to({x.dtype}))"
+                )
+            return
 
 
 def _module_device(model: nn.Module) -> torch.device | None:
@@ -879,8 +920,10 @@ def run_attack(
 
     Raises:
         ValueError: ``x`` outside ``[0, 1]`` or NaN, labels out of range or of the wrong shape,
-            a device that differs from the model's, or an unknown torchattacks class.
-        TypeError: arguments of the wrong type, or a model that does not return ``[N, C]``.
+            ``x`` on the meta device or ``y`` on another device than ``x``, a device that differs
+            from the model's, or an unknown torchattacks class.
+        TypeError: arguments of the wrong type (boolean labels, ``x`` of another dtype than the
+            model's parameters), or a model that does not return ``[N, C]``.
         MissingOptionalDependencyError: torchattacks is not installed.
 
     Warns:
@@ -900,6 +943,7 @@ def run_attack(
     if not isinstance(spec, AttackSpec):
         raise TypeError(f"spec: expected an AttackSpec, got {type(spec).__name__}")
     x, y = _check_xy(x, y)
+    _check_model_dtype(model, x)
     batch_size = _check_int(batch_size, "batch_size", minimum=1)
     seed = _check_int(seed, "seed")
     dev = _resolve_device(model, x, device)
@@ -1168,7 +1212,8 @@ def evaluate_suite(
 
     Raises:
         ValueError: bad inputs (see :func:`run_attack`) or duplicate attack names.
-        TypeError: arguments of the wrong type.
+        TypeError: arguments of the wrong type (boolean labels, ``x`` of another dtype than the
+            model's parameters).
 
     Warns:
         UserWarning: CW on a model whose outputs look like log-probabilities.
@@ -1184,6 +1229,7 @@ def evaluate_suite(
     """
     model = _check_model(model)
     x, y = _check_xy(x, y)
+    _check_model_dtype(model, x)
     batch_size = _check_int(batch_size, "batch_size", minimum=1)
     seed = _check_int(seed, "seed")
     specs = list(specs)

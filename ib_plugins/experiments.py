@@ -27,7 +27,16 @@ from typing import Any
 import torch
 
 from ib_plugins._markdown import md_cell, md_text
-from ib_plugins.training import RunExistsError, TrainConfig, Trainer, load_model_from_checkpoint
+from ib_plugins.training import (
+    RunExistsError,
+    TrainConfig,
+    Trainer,
+    _atomic_write_text,
+    _check_has_a_batch,
+    _device,
+    load_model_from_checkpoint,
+    resolve_config,
+)
 
 __all__ = [
     "prepare_results_dir",
@@ -44,7 +53,10 @@ DEMO_EPOCHS = 20
 
 
 def write_json(path: str | os.PathLike[str], data: Any) -> None:
-    """Write JSON atomically, with sorted keys (diff-friendly).
+    """Write JSON atomically and durably, with sorted keys (diff-friendly).
+
+    The text goes to a temporary file that is fsynced and renamed over ``path``, then the folder is
+    fsynced: a crash or a power loss leaves the old file or the new one, never half of one.
 
     Args:
         path: destination file.
@@ -56,22 +68,45 @@ def write_json(path: str | os.PathLike[str], data: Any) -> None:
         >>> write_json(p, {"b": 1, "a": 2}); open(p).read().splitlines()[1]
         '  "a": 2,'
     """
-    p = Path(path)
-    tmp = p.with_name(p.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=True, default=str) + "\n")
-    os.replace(tmp, p)
+    _atomic_write_text(Path(path), json.dumps(data, indent=2, sort_keys=True, default=str) + "\n")
+
+
+# What the runners write into a results folder besides config.json: a folder holding any of these
+# but no config.json of ours is refused (they would be replaced), unless overwrite=True.
+_OUTPUT_NAMES = (
+    "metrics.json", "results.md", "history.json", "checkpoint.pt", "audit.json", "audit.md", "audit.html",
+    "leaderboard.md", "leaderboard.html",
+)
+_OUTPUT_SUFFIXES = (".png",)
+
+
+def _foreign_outputs(folder: Path) -> list[str]:
+    """The files in ``folder`` that a runner would write (``folder`` holds no config.json)."""
+    if not folder.is_dir():
+        return []
+    return sorted(
+        p.name for p in folder.iterdir() if p.name in _OUTPUT_NAMES or p.suffix.lower() in _OUTPUT_SUFFIXES
+    )
 
 
 def prepare_results_dir(out_dir: str | os.PathLike[str], config: dict[str, Any], *, overwrite: bool) -> None:
     """Create ``out_dir`` for a run described by ``config``, refusing a folder of a different run.
 
+    Nothing the user had is replaced without ``overwrite=True``: a folder whose ``config.json``
+    describes another run is refused, and so is a folder without a ``config.json`` that holds files
+    a runner writes (``metrics.json``, ``results.md``, ``history.json``, ``checkpoint.pt``, PNGs...),
+    since those are not known to be ours.
+
     Args:
         out_dir: the results folder.
         config: the run's configuration (compared with an existing ``config.json``).
-        overwrite: replace a folder that holds a different run.
+        overwrite: replace a folder that holds a different run, or files of the user's own.
 
     Raises:
-        RunExistsError: ``out_dir/config.json`` describes a different run and ``overwrite`` is False.
+        RunExistsError: ``out_dir/config.json`` describes a different run, or ``out_dir`` holds output
+            files but no ``config.json``, and ``overwrite`` is False.
+        FileExistsError: ``out_dir`` is an existing file.
+        ValueError: ``overwrite`` is not a bool.
 
     Example:
         >>> import tempfile
@@ -82,19 +117,39 @@ def prepare_results_dir(out_dir: str | os.PathLike[str], config: dict[str, Any],
         ... except RunExistsError:
         ...     print("refused")
         refused
+        >>> mine = tempfile.mkdtemp()
+        >>> _ = open(os.path.join(mine, "metrics.json"), "w").write("{}")
+        >>> try:
+        ...     prepare_results_dir(mine, {"a": 1}, overwrite=False)
+        ... except RunExistsError as err:
+        ...     print(str(err).split(" but")[0].split(" holds ")[1])
+        metrics.json
     """
+    if not isinstance(overwrite, bool):
+        raise ValueError(f"overwrite: expected True or False, got {overwrite!r}")
     p = Path(out_dir)
+    if p.exists() and not p.is_dir():
+        raise FileExistsError(f"out_dir: expected a folder, got the existing file {p}")
     cfg_path = p / "config.json"
-    if cfg_path.is_file() and not overwrite:
-        try:
-            same = json.loads(cfg_path.read_text()) == json.loads(json.dumps(config, default=str))
-        except json.JSONDecodeError:
-            same = False
-        if not same:
-            raise RunExistsError(
-                f"{p} already holds a different run (see its config.json); choose another folder or pass "
-                "overwrite=True (--overwrite) to replace it"
-            )
+    if not overwrite:
+        if cfg_path.is_file():
+            try:
+                same = json.loads(cfg_path.read_text(encoding="utf-8")) == json.loads(json.dumps(config, default=str))
+            except (ValueError, RecursionError):  # not JSON, not UTF-8, nested too deeply: not ours
+                same = False
+            if not same:
+                raise RunExistsError(
+                    f"{p} already holds a different run (see its config.json); choose another folder or pass "
+                    "overwrite=True (--overwrite) to replace it"
+                )
+        else:
+            found = _foreign_outputs(p)
+            if found:
+                raise RunExistsError(
+                    f"{p} holds {', '.join(found)} but no config.json of an ib-plugins run, so these files are not "
+                    "known to be ours and would be replaced; choose another folder or pass overwrite=True "
+                    "(--overwrite) to replace them"
+                )
     p.mkdir(parents=True, exist_ok=True)
     write_json(cfg_path, config)
 
@@ -108,6 +163,14 @@ def _test_tensors(dataset: str, *, data_dir: str | None, n: int | None, seed: in
         return x, y
     xs, ys = zip(*(ds[i] for i in range(len(ds))))
     return torch.stack(xs), torch.as_tensor(ys)
+
+
+def _check_count(name: str, value: Any, *, minimum: int = 1, optional: bool = False) -> None:
+    """A CLI-facing count: an int >= ``minimum`` (or None when ``optional``)."""
+    if value is None and optional:
+        return
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ValueError(f"{name}: expected an int >= {minimum}{' or None' if optional else ''}, got {value!r}")
 
 
 def evaluate_checkpoint(
@@ -165,8 +228,13 @@ def evaluate_checkpoint(
     """
     from ib_plugins import evaluation as ev
 
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise ValueError(f"device: {device!r} was requested but CUDA is not available on this machine")
+    # Validate the plain options before reading anything (nothing is written before all checks pass).
+    _device(device)
+    _check_count("batch_size", batch_size)
+    _check_count("n", n, optional=True)
+    _check_count("seed", seed, minimum=0)
+    _check_count("pgd_steps", pgd_steps, optional=True)
+    _check_count("cw_steps", cw_steps, optional=True)
     model, train_cfg, ckpt = load_model_from_checkpoint(checkpoint, map_location=device, expect_model=expect_model)
     from ib_plugins.data import get_dataset_info
 
@@ -181,9 +249,13 @@ def evaluate_checkpoint(
     if tendency is not None and tendency not in [s.name for s in specs]:
         raise ValueError(f"tendency: expected one of the evaluated attacks ({', '.join(s.name for s in specs)}), got {tendency!r}")
     if tsne_layer is not None:
+        from ib_plugins.errors import UnknownLayerError
         from ib_plugins.layer_selection import resolve_layers
 
-        resolve_layers(model, [tsne_layer])
+        try:
+            resolve_layers(model, [tsne_layer])
+        except UnknownLayerError as err:
+            raise UnknownLayerError(f"tsne_layer: {err}") from err
     if steps_sweep is not None:
         steps_sweep = list(steps_sweep)
         if not steps_sweep or any(not isinstance(k, int) or k < 1 for k in steps_sweep):
@@ -244,7 +316,7 @@ def evaluate_checkpoint(
         plot_tsne(cap.activations[tsne_layer].cpu(), y, out / f"tsne_{tsne_layer.replace('.', '_')}.png", title=f"t-SNE of {tsne_layer}")
     metrics["wall_time_s"] = round(time.perf_counter() - t0, 2)
     write_json(out / "metrics.json", metrics)
-    (out / "results.md").write_text("\n".join(md) + "\n")
+    _atomic_write_text(out / "results.md", "\n".join(md) + "\n")
     return metrics
 
 
@@ -309,17 +381,24 @@ def select_robust_layers(
 
     if isinstance(tolerance, bool) or not isinstance(tolerance, (int, float)) or not 0 <= tolerance < 1:
         raise ValueError(f"tolerance: expected a number in [0, 1) (a PGD-accuracy gain), got {tolerance!r}")
+    _device(device)
+    _check_count("eval_n", eval_n, optional=True)
+    base = TrainConfig(
+        dataset=dataset, model=model, method="ce", epochs=epochs, batch_size=batch_size, alpha=alpha, beta=beta,
+        seed=seed, data_dir=data_dir, train_limit=train_limit, device=device,
+    )
+    resolve_config(base)  # names, types and ranges, before anything is trained or written
     info = get_dataset_info(dataset)
     if candidates is None:
         preset = preset_for_model(create_model(model, num_classes=info.num_classes, in_channels=info.in_channels))
         if preset is None:
             raise ValueError(f"candidates: {model!r} has no layer preset; pass the layers to try")
         candidates = list(preset.layers)
+    if isinstance(candidates, str) or not all(isinstance(c, str) for c in candidates) or not list(candidates):
+        raise ValueError(f"candidates: expected a non-empty list of layer names, got {candidates!r}")
     candidates = list(candidates)
-    base = TrainConfig(
-        dataset=dataset, model=model, method="ce", epochs=epochs, batch_size=batch_size, alpha=alpha, beta=beta,
-        seed=seed, data_dir=data_dir, train_limit=train_limit, device=device,
-    )
+    resolve_config(dataclasses.replace(base, ib=True, ib_layers=candidates))
+    _check_has_a_batch(batch_size=batch_size, train_limit=train_limit)
     config = {"kind": "select-layers", "base": base.to_dict(), "candidates": candidates, "tolerance": tolerance, "eval_n": eval_n}
     out = Path(out_dir)
     x, y = _test_tensors(dataset, data_dir=data_dir, n=eval_n, seed=seed)
@@ -399,7 +478,7 @@ def select_robust_layers(
     md += ["", f"Selected robust layers: {verdict}"]
     if warnings_:
         md += ["", "Warnings:", ""] + [f"- {md_text(w)}" for w in warnings_]
-    (out / "results.md").write_text("\n".join(md) + "\n")
+    _atomic_write_text(out / "results.md", "\n".join(md) + "\n")
     return metrics
 
 
@@ -476,10 +555,15 @@ def run_demo(
     from ib_plugins import evaluation as ev
     from ib_plugins.presets import get_preset
 
+    _device(device)
+    _check_count("eval_n", eval_n, optional=True)
+    _check_count("autoattack_n", autoattack_n, minimum=0)
     runs = {
         "CE": TrainConfig(epochs=epochs, batch_size=50, seed=seed, device=device),
         "IB-RAR": TrainConfig(epochs=epochs, batch_size=50, seed=seed, device=device, ib=True, ib_layers="robust", mask="code"),
     }
+    for run_config in runs.values():
+        resolve_config(run_config)  # epochs, seed and device, before anything is written
     config = {"kind": "demo", "runs": {k: v.to_dict() for k, v in runs.items()}, "eval_n": eval_n, "autoattack_n": autoattack_n}
     out = Path(out_dir)
     x, y = _test_tensors("digits", data_dir=None, n=eval_n, seed=seed)
@@ -545,6 +629,6 @@ def run_demo(
         "",
         table,
     ]
-    (out / "results.md").write_text("\n".join(md) + "\n")
+    _atomic_write_text(out / "results.md", "\n".join(md) + "\n")
     metrics["table"] = table
     return metrics

@@ -72,6 +72,49 @@ def _check_float_tensor(name: str, t: Tensor) -> None:
         raise TypeError(f"{name}: expected a torch.Tensor, got {type(t).__name__}")
     if not t.is_floating_point():
         raise TypeError(f"{name}: expected a floating-point tensor, got dtype {t.dtype}")
+    if t.dim() == 0:
+        raise ValueError(f"{name}: expected a batch [m, ...] with a sample dimension, got a 0-d tensor (a scalar)")
+
+
+def _check_pair(a: Tensor, b: Tensor) -> None:
+    """Both inputs are floating batches of the same samples on one device (metadata only, no host read)."""
+    _check_float_tensor("a", a)
+    _check_float_tensor("b", b)
+    if a.shape[0] != b.shape[0]:
+        raise ValueError(f"a and b must hold the same samples: got batch sizes {a.shape[0]} and {b.shape[0]}")
+    if a.device != b.device:
+        raise ValueError(f"b: expected a tensor on a's device ({a.device}), got {b.device}")
+
+
+def _check_finite_flag(check_finite: object) -> None:
+    if check_finite is not None and not isinstance(check_finite, bool):
+        raise TypeError(f"check_finite: expected None, True or False, got {check_finite!r}")
+
+
+def _raise_if_not_finite(
+    value: Tensor, parts: tuple[tuple[str, Tensor, Tensor, str], ...], check_finite: bool | None
+) -> None:
+    """Name the input behind a NaN/inf value: one host read of the value, the rest only on failure.
+
+    ``parts``: ``(name, input, its operator or centred kernel, its kernel)``. Runs on CPU tensors
+    only unless ``check_finite`` is True (elsewhere it would stall the device).
+    """
+    check = check_finite if check_finite is not None else value.device.type == "cpu"
+    if not check or bool(torch.isfinite(value).all()):
+        return
+    for name, t, _, _ in parts:
+        if not bool(t.detach().isfinite().all()):
+            raise ValueError(f"{name}: expected finite values, got NaN or inf")
+    for name, t, op, kernel in parts:
+        if kernel == "linear" and not bool(op.detach().isfinite().all()):
+            raise ValueError(
+                f"{name}: expected values whose linear kernel fits in {op.dtype}, got max |{name}| = "
+                f"{float(t.detach().abs().max()):.3g}: the inner products overflow; rescale {name} or use "
+                "the Gaussian kernel (scale-safe)"
+            )
+    raise FloatingPointError(  # pragma: no cover - finite inputs give finite values (tests/test_fuzz.py)
+        "the HSIC value is NaN or inf although both inputs and their kernels are finite; check sigma and eps"
+    )
 
 
 def flatten_samples(t: Tensor) -> Tensor:
@@ -94,8 +137,9 @@ def flatten_samples(t: Tensor) -> Tensor:
         torch.Size([4, 12])
     """
     if t.dim() == 0:
-        raise ValueError("expected a tensor with a batch dimension, got a scalar")
-    return t.reshape(t.shape[0], -1)
+        raise ValueError("t: expected a tensor with a batch dimension [m, ...], got a 0-d tensor (a scalar)")
+    # math.prod, not -1: reshape(0, -1) is ambiguous for an empty batch.
+    return t.reshape(t.shape[0], math.prod(t.shape[1:]))
 
 
 def pairwise_sq_dists(a: Tensor) -> Tensor:
@@ -126,15 +170,63 @@ def pairwise_sq_dists(a: Tensor) -> Tensor:
     return dists.masked_fill(eye, 0.0)
 
 
-def _median_sigma(dists: Tensor) -> Tensor:
-    """Median heuristic: σ² = median of the off-diagonal squared distances (detached)."""
+def _scaled_sq_dists(a: Tensor) -> tuple[Tensor, Tensor]:
+    """Squared distances of the rows of ``a`` in units of a detached scale: ``D = c² · D(a / c)``.
+
+    ``c = max |a|`` over each matrix ``[m, d]`` (shape ``[..., 1, 1]``; 1 where that is 0 or the
+    matrix is empty). The raw formula squares the features, so it overflows to inf (then NaN) once
+    ``‖a_i‖²`` exceeds the dtype's range (``|a| ≳ 1e19`` in float32, ``≳ 1e154`` in float64); the
+    scaled rows lie in ``[−1, 1]``, so ``D(a / c)`` is finite for every finite input. ``c`` is a
+    constant (detached), so the gradient is that of ``D`` itself; rounding is the same as for the
+    raw formula (relative to the largest entry). NaN/inf inputs still give NaN. No host read.
+    """
+    if a.shape[-1] == 0 or a.shape[-2] == 0:  # zero-width samples are all equal: D = 0
+        return pairwise_sq_dists(a), a.new_ones((*a.shape[:-2], 1, 1)).detach()
+    c = a.detach().abs().amax(dim=(-2, -1), keepdim=True)
+    c = torch.where(c > 0, c, torch.ones_like(c))  # 0 (and NaN, which then propagates) -> 1
+    c = torch.exp2(torch.floor(torch.log2(c)))  # a power of 2: a / c and c² D_s are exact (no rounding)
+    return pairwise_sq_dists(a / c), c
+
+
+def _median_sq_scale(dists: Tensor) -> Tensor:
+    """Median heuristic on (scaled) distances: the median off-diagonal entry, detached, ``[...]``."""
     m = dists.shape[-1]
     rows, cols = torch.tril_indices(m, m, offset=-1, device=dists.device)
     tri = dists.detach()[..., rows, cols]
     med = tri.median(dim=-1).values
-    # Degenerate batches (all samples equal) fall back to the mean, then to a small floor.
-    med = torch.where(med > 0, med, tri.mean(dim=-1))
-    return med.clamp_min(1e-4).sqrt()
+    # Degenerate batches (all samples equal) fall back to the mean (then to the floor, see below).
+    return torch.where(med > 0, med, tri.mean(dim=-1))
+
+
+def _gaussian_exponent(a: Tensor, *, sigma: float, bandwidth: Bandwidth) -> Tensor:
+    """``−D / v`` of the Gaussian kernel of the rows of ``a``, without overflow for finite inputs.
+
+    ``D = c² D_s`` with ``c`` a power of 2 (see :func:`_scaled_sq_dists`), so ``D / v = D_s / (v / c²)``
+    with every scaling exact: for inputs and bandwidths inside the dtype's range the result is
+    bit-identical to the raw formula. Where ``v / c²`` leaves the range (huge or tiny features or
+    σ), it is computed as ``(σ√(2d) / c)²`` and floored at the smallest normal number: every
+    off-diagonal ``D / v`` is then far beyond the ~745 at which ``exp`` underflows to 0 anyway (or
+    tiny, ``K = 1``), and the diagonal stays exactly 0 (never ``0 / 0``). For the median bandwidth
+    ``σ² = max(median D, 1e-4)`` and ``c²`` cancels the same way. Zero-width samples (``d = 0``) are all
+    equal: the exponent is 0 (``K = 1``, a constant, whose centred kernel is 0). No host read.
+    """
+    dists, c = _scaled_sq_dists(a)
+    tiny = torch.finfo(dists.dtype).tiny
+    c2 = c.square()
+    if bandwidth == "scaled":
+        if not (sigma > 0 and math.isfinite(sigma)):
+            raise ValueError(f"sigma: expected a positive finite number, got {sigma!r}")
+        d = a.shape[-1]
+        if d == 0:
+            return -dists
+        v = (2.0 * sigma * sigma * d) / c2  # exact (c² is a power of 4) unless out of range
+        in_range = (v > 0) & (v < math.inf)  # False for 0, inf and NaN
+        v = torch.where(in_range, v, (sigma * math.sqrt(2.0 * d) / c).square()).clamp_min(tiny)
+        return -(dists / v)
+    # σ² = max(median D, 1e-4) in units of c²; sqrt and square as the raw formula, all exact scalings.
+    floor = 1e-4 / c2  # inf for tiny c: then K = 1, as exp(−D / 2e-4) is for such tiny D
+    s = torch.maximum(_median_sq_scale(dists)[..., None, None], floor).sqrt()
+    return -dists / (2.0 * s * s).clamp_min(tiny)  # all samples equal at c² = inf: D = 0, not 0 / 0
 
 
 def gaussian_kernel(
@@ -145,6 +237,8 @@ def gaussian_kernel(
     With ``bandwidth="scaled"`` (the authors' choice) ``K = exp(−D / (2 σ² d))``, so the effective
     bandwidth is ``σ·√d``. With ``bandwidth="median"`` σ is the square root of the median
     off-diagonal squared distance of the batch (a detached constant) and ``K = exp(−D / (2 σ²))``.
+    The distances are computed in units of the batch's largest ``|a|`` (the same value; no
+    overflow for any finite input). Zero-width rows (``d = 0``) give ``K = 1``.
 
     Args:
         a: rows, ``[..., m, d]``.
@@ -161,15 +255,11 @@ def gaussian_kernel(
         >>> k = gaussian_kernel(torch.rand(5, 7))
         >>> torch.allclose(k.diagonal(), torch.ones(5))
         True
+        >>> bool(gaussian_kernel(1e30 * torch.rand(5, 7)).isfinite().all())  # float32, no overflow
+        True
     """
     _check_choice("bandwidth", bandwidth, _BANDWIDTHS)
-    dists = pairwise_sq_dists(a)
-    if bandwidth == "scaled":
-        if not (sigma > 0 and math.isfinite(sigma)):
-            raise ValueError(f"sigma: expected a positive finite number, got {sigma!r}")
-        return torch.exp(-dists / (2.0 * sigma * sigma * a.shape[-1]))
-    s = _median_sigma(dists)[..., None, None]
-    return torch.exp(-dists / (2.0 * s * s))
+    return torch.exp(_gaussian_exponent(a, sigma=sigma, bandwidth=bandwidth))
 
 
 def linear_kernel(a: Tensor) -> Tensor:
@@ -269,6 +359,11 @@ def nocco_operator(kc: Tensor, *, eps: float = 1e-5) -> Tensor:
     if not (eps > 0 and math.isfinite(eps)):
         raise ValueError(f"eps: expected a positive finite number, got {eps!r}")
     m = kc.shape[-1]
+    if kc.is_floating_point() and not eps * m <= torch.finfo(kc.dtype).max:
+        raise ValueError(
+            f"eps: expected eps * m <= {torch.finfo(kc.dtype).max:.3g} (the largest {kc.dtype}), got eps={eps!r} "
+            f"with m={m}: the regulariser eps*m*I would overflow"
+        )
     eye = torch.eye(m, device=kc.device, dtype=kc.dtype)
     # X (K̃ + εmI) = K̃  <=>  X = K̃ (K̃ + εmI)⁻¹
     return torch.linalg.solve(kc + (eps * m) * eye, kc, left=False)
@@ -331,15 +426,7 @@ def centered_kernel(
         a = a.to(_kernel_dtype(a.dtype))
         if kernel == "linear":
             return center_kernel(linear_kernel(a), center=center)
-        dists = pairwise_sq_dists(a)
-        if bandwidth == "scaled":
-            if not (sigma > 0 and math.isfinite(sigma)):
-                raise ValueError(f"sigma: expected a positive finite number, got {sigma!r}")
-            scale = 2.0 * sigma * sigma * a.shape[-1]
-        else:
-            s = _median_sigma(dists)[..., None, None]
-            scale = 2.0 * s * s
-        return center_kernel(torch.expm1(-dists / scale), center=center)
+        return center_kernel(torch.expm1(_gaussian_exponent(a, sigma=sigma, bandwidth=bandwidth)), center=center)
 
 
 def hsic_operator(
@@ -413,10 +500,17 @@ def nhsic(
     eps: float = 1e-5,
     center: Center = "right",
     bandwidth: Bandwidth = "scaled",
+    check_finite: bool | None = None,
 ) -> Tensor:
     """Normalised HSIC ``tr(R_A R_B)`` of the authors' ``hsic_normalized_cca`` (spec §1.1).
 
     The value lies in ``[0, m − 1]``; it is symmetric in ``(a, b)`` when each keeps its kernel.
+
+    Gaussian kernels are computed from distances in units of each batch's largest ``|value|`` (see
+    :func:`gaussian_kernel`), so every finite input gives a finite value: features of 1e30 in float32
+    or 1e300 in float64 do not overflow. A batch of zero-width samples (``d = 0``, e.g. ``a[:, :0]``)
+    is a constant: its centred kernel is 0, so ``R = 0`` and the value is exactly 0, as for any
+    constant feature.
 
     Args:
         a: first batch ``[m, ...]`` (e.g. a layer's activations T).
@@ -427,14 +521,18 @@ def nhsic(
         eps: the regulariser ε of ``(K̃ + ε m I)⁻¹``.
         center: ``"right"`` (``K H``, the authors') or ``"both"`` (``H K H``).
         bandwidth: ``"scaled"`` (the authors') or ``"median"``.
+        check_finite: raise, naming the input, when the value is NaN/inf (an input holds NaN/inf,
+            or a linear kernel overflows); None = on CPU tensors only (free there; elsewhere it is a
+            host read), True = everywhere, False = never (NaN/inf then propagate).
 
     Returns:
         A scalar tensor on the inputs' device, in their (promoted) dtype, differentiable in both.
 
     Raises:
-        ValueError: the batch sizes differ, a batch has fewer than 2 samples, or an option is
-            unknown.
-        TypeError: an input is not a floating-point tensor.
+        ValueError: the batch sizes or devices differ, a batch has fewer than 2 samples or is a 0-d
+            tensor, an option is unknown, ``eps * m`` overflows the dtype, or (see
+            ``check_finite``) an input holds NaN/inf or a linear kernel of it overflows.
+        TypeError: an input is not a floating-point tensor, or ``check_finite`` is not a bool/None.
 
     Shape:
         ``a: [m, *]``, ``b: [m, *]`` -> scalar.
@@ -446,16 +544,18 @@ def nhsic(
         >>> v = nhsic(t, y, kernel_b="linear")
         >>> bool(0 < v <= 9.01)
         True
+        >>> float(nhsic(t[:, :0], y))  # zero-width features carry no information
+        0.0
     """
-    _check_float_tensor("a", a)
-    _check_float_tensor("b", b)
-    if a.shape[0] != b.shape[0]:
-        raise ValueError(f"a and b must hold the same samples: got batch sizes {a.shape[0]} and {b.shape[0]}")
+    _check_pair(a, b)
+    _check_finite_flag(check_finite)
     opts = {"sigma": sigma, "eps": eps, "center": center, "bandwidth": bandwidth}
     ra = hsic_operator(a, kernel=kernel_a, **opts)
     rb = hsic_operator(b, kernel=kernel_b, **opts)
     dtype = torch.promote_types(ra.dtype, rb.dtype)
-    return nhsic_from_operators(ra.to(dtype), rb.to(dtype))
+    value = nhsic_from_operators(ra.to(dtype), rb.to(dtype))
+    _raise_if_not_finite(value, (("a", a, ra, kernel_a), ("b", b, rb, kernel_b)), check_finite)
+    return value
 
 
 def hsic(
@@ -466,6 +566,7 @@ def hsic(
     kernel_b: Kernel = "gaussian",
     sigma: float = 5.0,
     bandwidth: Bandwidth = "median",
+    check_finite: bool | None = None,
 ) -> Tensor:
     """Textbook biased HSIC estimator ``tr(K_A H K_B H) / (m − 1)²`` (Gretton et al., 2005).
 
@@ -478,26 +579,28 @@ def hsic(
         kernel_b: kernel on ``b``.
         sigma: Gaussian bandwidth when ``bandwidth="scaled"``.
         bandwidth: ``"median"`` (default) or ``"scaled"``.
+        check_finite: as in :func:`nhsic`.
 
     Returns:
-        A non-negative scalar tensor.
+        A non-negative scalar tensor (0 for zero-width or constant samples).
 
     Raises:
-        ValueError: the batch sizes differ or are below 2, or an option is unknown.
-        TypeError: an input is not a floating-point tensor.
+        ValueError: the batch sizes or devices differ or are below 2, a 0-d input, an unknown
+            option, or (see ``check_finite``) an input holding NaN/inf.
+        TypeError: an input is not a floating-point tensor, or ``check_finite`` is not a bool/None.
 
     Example:
         >>> x = torch.rand(32, 4, generator=torch.Generator().manual_seed(1))
         >>> bool(hsic(x, x) > hsic(x, torch.rand(32, 4, generator=torch.Generator().manual_seed(2))))
         True
     """
-    _check_float_tensor("a", a)
-    _check_float_tensor("b", b)
-    if a.shape[0] != b.shape[0]:
-        raise ValueError(f"a and b must hold the same samples: got batch sizes {a.shape[0]} and {b.shape[0]}")
+    _check_pair(a, b)
+    _check_finite_flag(check_finite)
     opts = {"sigma": sigma, "bandwidth": bandwidth, "center": "right"}
     kah = centered_kernel(flatten_samples(a), kernel=kernel_a, **opts)
     kbh = centered_kernel(flatten_samples(b), kernel=kernel_b, **opts)
     m = kah.shape[-1]
     dtype = torch.promote_types(kah.dtype, kbh.dtype)
-    return nhsic_from_operators(kah.to(dtype), kbh.to(dtype)) / float((m - 1) ** 2)
+    value = nhsic_from_operators(kah.to(dtype), kbh.to(dtype)) / float((m - 1) ** 2)
+    _raise_if_not_finite(value, (("a", a, kah, kernel_a), ("b", b, kbh, kernel_b)), check_finite)
+    return value

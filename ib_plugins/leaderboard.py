@@ -215,7 +215,7 @@ class LeaderboardEntry:
         link, name, authors, venue, architecture, footnote: paper and model description.
         additional_data: whether extra training data was used.
         number_forward_passes: forward passes per prediction.
-        reported: the accuracy the paper reports.
+        reported: the accuracy the paper reports, in percent (``"56.30"``; a number in [0, 100]).
         corruptions_acc, corruptions_acc_3d, corruptions_mce, corruptions_mce_3d: corruption
             results (not produced by ib_plugins).
         unreliable: the AutoAttack evaluation is potentially unreliable.
@@ -287,10 +287,8 @@ class LeaderboardEntry:
         n = self.number_forward_passes
         if n is not None and (isinstance(n, bool) or not isinstance(n, int) or n < 1):
             raise ValueError(f"field 'number_forward_passes': expected an integer >= 1 or null, got {n!r}")
-        if self.reported is not None:
-            if isinstance(self.reported, bool) or not isinstance(self.reported, (str, int, float)):
-                raise ValueError(f"field 'reported': expected a percentage string or null, got {_type_name(self.reported)}")
-            self.reported = str(self.reported)
+        # The paper's accuracy: a percentage like the others ("56.30"), not free text (nor NaN).
+        self.reported = _check_percent("reported", self.reported)
         if not isinstance(self.unreliable, bool):
             raise ValueError(f"field 'unreliable': expected true or false, got {self.unreliable!r}")
         if self.ib_plugins is not None and not isinstance(self.ib_plugins, dict):
@@ -494,6 +492,8 @@ class LeaderboardEntry:
             data = json.loads(p.read_text(encoding="utf-8"))
         except json.JSONDecodeError as err:
             raise ValueError(f"{p}: not a JSON file ({err})") from err
+        except UnicodeDecodeError as err:
+            raise ValueError(f"{p}: not a UTF-8 JSON file ({err})") from err
         folder = p.parent.name
         if folder in THREAT_MODELS:
             threat_model = folder
@@ -513,7 +513,7 @@ class LeaderboardEntry:
 def _looks_like_model_info(path: Path) -> bool:
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError):
+    except (OSError, ValueError):  # JSONDecodeError and UnicodeDecodeError are ValueErrors
         return True  # let from_json report it
     return isinstance(data, dict) and ("clean_acc" in data or "autoattack_acc" in data)
 
@@ -533,7 +533,9 @@ def load_entries(paths: PathLike | Iterable[PathLike]) -> list[LeaderboardEntry]
 
     Raises:
         FileNotFoundError: a path does not exist.
-        ValueError: a model-info file breaks the schema (the message names file and field).
+        ValueError: a model-info file breaks the schema, is not JSON or not UTF-8 (the message
+            names file and field).
+        TypeError: ``paths`` is neither a path nor an iterable of paths.
 
     Example:
         >>> import tempfile
@@ -545,9 +547,13 @@ def load_entries(paths: PathLike | Iterable[PathLike]) -> list[LeaderboardEntry]
     """
     if isinstance(paths, (str, os.PathLike)):
         paths = [paths]
+    if not isinstance(paths, Iterable):
+        raise TypeError(f"paths: expected a path or an iterable of paths, got {type(paths).__name__}")
     seen: set[Path] = set()
     entries: list[LeaderboardEntry] = []
     for raw in paths:
+        if not isinstance(raw, (str, os.PathLike)):
+            raise TypeError(f"paths: expected str or os.PathLike items, got {type(raw).__name__} {raw!r}")
         p = Path(raw)
         if not p.exists():
             raise FileNotFoundError(f"paths: {p} does not exist")

@@ -37,8 +37,13 @@ import json
 import logging
 import math
 import os
+import pickle
+import re
 import time
-from collections.abc import Callable, Iterator
+import types
+import typing
+import warnings
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -132,7 +137,11 @@ class TrainConfig:
         ib_on: which forward the IB term regularises under AT: ``"adv"``, ``"clean"``, ``"both"``.
         x_for_ib: X of ``I(X, T)``: ``"clean"`` (authors) or ``"adv"`` (``--advinput``).
         epochs: number of epochs.
-        batch_size: minibatch size.
+        batch_size: minibatch size. As the authors' loaders, the trainer drops each epoch's last
+            incomplete batch (when ``batch_size > 1``), so every batch has ``batch_size`` samples for
+            the HSIC terms and the mask schedule; a training set (after ``train_limit``, per process)
+            smaller than one batch would give epochs without a batch and is refused before anything
+            is written.
         optimizer: ``"sgd"`` or ``"adam"``.
         lr: learning rate.
         momentum: SGD momentum.
@@ -168,6 +177,10 @@ class TrainConfig:
             passes, the training attack and the loss run under :func:`torch.autocast` with that
             dtype; ``"fp16"`` also scales the loss with a :class:`torch.amp.GradScaler` (saved in
             checkpoints). The HSIC kernels, solves and mask scores always run in float32.
+
+    Every field is checked by :meth:`validate` (types from the annotations, ranges, names,
+    combinations) when the config is built with :meth:`from_dict` or resolved by
+    :func:`resolve_config` (which :class:`Trainer` does), so a typo never trains silently.
 
     Example:
         >>> TrainConfig(method="ce", ib=True).method
@@ -235,8 +248,11 @@ class TrainConfig:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
-        """Build a config from :meth:`to_dict` output, rejecting unknown keys.
+    def from_dict(cls, data: Mapping[str, Any]) -> TrainConfig:
+        """Build a config from :meth:`to_dict` output (or a JSON object), validating every field.
+
+        Unknown keys are refused (listed), and every value is checked as :meth:`validate` does:
+        ``{"ib": "no"}`` is an error, not a truthy string that switches the IB term on.
 
         Args:
             data: field name → value.
@@ -245,17 +261,61 @@ class TrainConfig:
             The config.
 
         Raises:
-            ValueError: unknown keys (listed).
+            ValueError: unknown keys (listed), or a value of the wrong type or out of range (the
+                message names the field and says what was expected).
 
         Example:
             >>> TrainConfig.from_dict({"method": "trades"}).method
             'trades'
+            >>> try:
+            ...     TrainConfig.from_dict({"ib": "no"})
+            ... except ValueError as err:
+            ...     print(err)
+            ib: expected true or false, got 'no'
         """
+        if not isinstance(data, Mapping):
+            raise ValueError(
+                f"config: expected a mapping (a JSON object) of TrainConfig fields, got {type(data).__name__}"
+            )
         names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - names)
+        unknown = sorted(set(data) - names, key=str)
         if unknown:
-            raise ValueError(f"unknown training config keys: {', '.join(unknown)}; valid keys: {', '.join(sorted(names))}")
-        return cls(**data)
+            raise ValueError(
+                f"unknown training config keys: {', '.join(map(str, unknown))}; valid keys: {', '.join(sorted(names))}"
+            )
+        _check_fields(data)
+        config = cls(**data)
+        config.validate()
+        return config
+
+    def validate(self) -> None:
+        """Check every field's type and range, and the combinations of fields that cannot work.
+
+        Types come from the field annotations (``bool`` fields take only ``True``/``False``, ``int``
+        fields only ints, ``float`` fields ints or floats, all finite); ``None`` is accepted where
+        the annotation allows it (:func:`resolve_config` fills those fields). The Python API,
+        ``ib-plugins train --config FILE`` and the command-line flags all pass through here
+        (:meth:`from_dict` and :func:`resolve_config` call it), so they accept and refuse the same
+        configurations.
+
+        Raises:
+            ValueError: the first offending field, named, with what was expected and what was given.
+
+        Example:
+            >>> TrainConfig(method="pgd-at", eps=0.03).validate()
+            >>> try:
+            ...     TrainConfig(train_limit=-5).validate()
+            ... except ValueError as err:
+            ...     print(err)
+            train_limit: expected an int >= 1, got -5
+            >>> try:
+            ...     TrainConfig(method="pgd-at", eps=0.0).validate()
+            ... except ValueError as err:
+            ...     print(str(err).split(";")[0])
+            eps: expected a number in (0, 1] for adversarial training (method 'pgd-at'), got 0.0
+        """
+        _check_fields(self.to_dict())
+        _check_combinations(self)
 
     def run_identity(self) -> dict[str, Any]:
         """The fields that make two configs "the same run" (everything but ``epochs``/``device``/``eval_every``).
@@ -273,9 +333,219 @@ class TrainConfig:
         return ident
 
 
+def _short_repr(value: object, limit: int = 80) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
 def _choice(name: str, value: object, choices: tuple[str, ...]) -> None:
-    if value not in choices:
-        raise ValueError(f"{name}: expected one of {', '.join(map(repr, choices))}, got {value!r}")
+    if not isinstance(value, str) or value not in choices:
+        raise ValueError(f"{name}: expected one of {', '.join(map(repr, choices))}, got {_short_repr(value)}")
+
+
+def _annotation_kinds(tp: Any) -> tuple[tuple[str, ...], bool]:
+    """``("bool"|"int"|"float"|"str"|"list[str]", ...), optional`` of a field annotation."""
+    members = typing.get_args(tp) if typing.get_origin(tp) in (typing.Union, types.UnionType) else (tp,)
+    kinds: list[str] = []
+    optional = False
+    for member in members:
+        if member is type(None):
+            optional = True
+        elif member in (bool, int, float, str):
+            kinds.append(member.__name__)
+        elif typing.get_origin(member) is list and typing.get_args(member) == (str,):
+            kinds.append("list[str]")
+        else:  # pragma: no cover - a new field type needs a rule here
+            raise TypeError(f"TrainConfig: no validation rule for the annotation {member!r}")
+    return tuple(kinds), optional
+
+
+# Field name -> (kinds, optional), derived from the dataclass annotations.
+_FIELD_KINDS: dict[str, tuple[tuple[str, ...], bool]] = {
+    name: _annotation_kinds(tp) for name, tp in typing.get_type_hints(TrainConfig).items()
+}
+_CHOICES: dict[str, tuple[str, ...]] = {
+    "method": METHODS,
+    "preset": PRESETS,
+    "mask": ("paper", "code"),
+    "x_for_ib": ("clean", "adv"),
+    "amp": ("bf16", "fp16"),
+    "optimizer": ("sgd", "adam"),
+    "schedule": ("step", "none"),
+    "variant": ("ibrar", "standard"),
+    "y_kernel": ("linear", "gaussian"),
+    "ib_on": ("adv", "clean", "both"),
+}
+# Numeric ranges: (low, low_inclusive, high, high_inclusive, description). Ints default to >= 1,
+# floats to finite >= 0.
+_SEED_LIMIT = 2**63
+_RANGES: dict[str, tuple[float, bool, float, bool, str]] = {
+    "seed": (0, True, _SEED_LIMIT, False, "an int >= 0 and < 2**63"),
+    "eps": (0.0, True, 1.0, True, "a number in [0, 1] (inputs are in [0, 1])"),
+    "entropic_sigma": (0.0, False, math.inf, False, "a finite number > 0"),
+}
+_DEVICE_TYPES = ("cpu", "cuda", "mps")
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _check_field(name: str, value: Any) -> None:
+    """Check one field's type and range (``None`` where the annotation allows it)."""
+    kinds, optional = _FIELD_KINDS[name]
+    if value is None:
+        if optional:
+            return
+        raise ValueError(f"{name}: expected {_describe(name, kinds)}, got None")
+    if name in _CHOICES:
+        _choice(name, value, _CHOICES[name])
+        return
+    if name in ("dataset", "model"):
+        if name == "dataset":
+            from ib_plugins.data import list_datasets as names
+        else:
+            from ib_plugins.models import list_models as names
+        _choice(name, value, tuple(names()))
+        return
+    if name == "device":
+        _parse_device(value)
+        return
+    ok = False
+    if "bool" in kinds and isinstance(value, bool):
+        ok = True
+    elif "int" in kinds and _is_int(value):
+        low, low_in, high, high_in, _ = _RANGES.get(name, (1, True, math.inf, False, ""))
+        ok = _in_range(value, low, low_in, high, high_in)
+    elif "float" in kinds and _is_number(value):
+        low, low_in, high, high_in, _ = _RANGES.get(name, (0.0, True, math.inf, False, ""))
+        try:
+            number = float(value)
+        except OverflowError:  # an int beyond the float range
+            number = math.inf
+        ok = math.isfinite(number) and _in_range(number, low, low_in, high, high_in)
+    elif "str" in kinds and isinstance(value, str):
+        ok = bool(value.strip())
+    elif "list[str]" in kinds and isinstance(value, list):
+        ok = bool(value) and all(isinstance(v, str) and v.strip() for v in value)
+    if not ok:
+        raise ValueError(f"{name}: expected {_describe(name, kinds, optional)}, got {_short_repr(value)}")
+
+
+def _in_range(value: float, low: float, low_in: bool, high: float, high_in: bool) -> bool:
+    above = value >= low if low_in else value > low
+    below = value <= high if high_in else value < high
+    return above and below
+
+
+def _describe(name: str, kinds: tuple[str, ...], optional: bool = False) -> str:
+    if name in _RANGES:
+        return _RANGES[name][4]
+    if kinds == ("bool",):
+        return "None, true or false" if optional else "true or false"
+    if kinds == ("int",):
+        return "an int >= 1"
+    if kinds == ("float",):
+        return "a finite number >= 0"
+    if name == "ib_layers":
+        return "a layer spec ('robust', 'all', a preset name or a dotted layer name) or a non-empty list of layer names"
+    return "a non-empty string"
+
+
+def _check_fields(data: Mapping[str, Any]) -> None:
+    """Check the type and range of every field present in ``data`` (no cross-field checks)."""
+    for name, value in data.items():
+        _check_field(name, value)
+
+
+def _parse_device(name: object, arg: str = "device") -> torch.device:
+    """Parse a device name (``cpu``, ``cuda``, ``cuda:N``, ``mps``) without checking that it exists here."""
+    expected = f"{arg}: expected a device name such as 'cpu', 'cuda' or 'cuda:0'"
+    if isinstance(name, torch.device):
+        dev = name
+    elif not isinstance(name, str) or not name.strip():
+        raise ValueError(f"{expected}, got {_short_repr(name)}")
+    else:
+        try:
+            dev = torch.device(name)
+        except (RuntimeError, ValueError, TypeError):
+            raise ValueError(f"{expected}, got {_short_repr(name)}") from None
+    if dev.type not in _DEVICE_TYPES:
+        note = " (the meta device holds no data to train or evaluate on)" if dev.type == "meta" else ""
+        raise ValueError(f"{expected}, got {str(name)!r}{note}")
+    if dev.type == "cpu" and dev.index not in (None, 0):
+        raise ValueError(f"{arg}: expected 'cpu' (there is one CPU device), got {str(name)!r}")
+    return dev
+
+
+def _device(name: str | torch.device, *, arg: str = "device") -> torch.device:
+    """Parse ``name`` and check that the device exists on this machine (see :func:`_parse_device`)."""
+    dev = _parse_device(name, arg)
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(
+                f"{arg}: {str(name)!r} was requested but CUDA is not available on this machine; use device='cpu'"
+            )
+        count = torch.cuda.device_count()
+        if dev.index is not None and dev.index >= count:
+            raise ValueError(
+                f"{arg}: expected a CUDA device index below {count} (this machine has {count} CUDA "
+                f"device{'s' if count != 1 else ''}), got {str(name)!r}"
+            )
+    elif dev.type == "mps" and not (hasattr(torch.backends, "mps") and torch.backends.mps.is_available()):
+        raise ValueError(
+            f"{arg}: {str(name)!r} was requested but MPS is not available on this machine; use device='cpu'"
+        )
+    return dev
+
+
+def _no_batch_error(*, batch_size: int, train_limit: int | None, n_images: int, world: int = 1) -> ValueError:
+    """The error for an epoch without a batch: the trainer drops each epoch's last incomplete batch."""
+    why = (
+        "the trainer drops each epoch's last incomplete batch (every batch has batch_size samples, for the HSIC "
+        "terms and the mask schedule), so an epoch would have no batch"
+    )
+    if train_limit is not None and train_limit < batch_size * world:
+        per = f" x {world} processes" if world > 1 else ""
+        return ValueError(
+            f"train_limit, batch_size: expected train_limit >= batch_size{per}, got train_limit={train_limit} and "
+            f"batch_size={batch_size}: {why}; lower batch_size or raise train_limit"
+        )
+    per = f" per process ({world} processes)" if world > 1 else ""
+    return ValueError(
+        f"batch_size: expected at most the number of training images{per}, got batch_size={batch_size} for "
+        f"{n_images} images: {why}; lower batch_size"
+    )
+
+
+def _check_has_a_batch(*, batch_size: int, train_limit: int | None) -> None:
+    """Refuse ``train_limit < batch_size`` before a dataset is loaded (the trainer checks the real count)."""
+    if train_limit is not None and batch_size > 1 and train_limit < batch_size:
+        raise _no_batch_error(batch_size=batch_size, train_limit=train_limit, n_images=train_limit)
+
+
+def _check_combinations(c: TrainConfig) -> None:
+    """The checks that involve several fields (each field's own check has passed)."""
+    if c.batch_size < 2 and (c.ib or c.method in ("hbar",)):
+        raise ValueError(f"batch_size: the HSIC terms need batches of at least 2, got {c.batch_size}")
+    if (c.mask is not None or c.ib) and c.method not in ("ce", *_AT_METHODS):
+        raise ValueError(f"ib/mask: the IB-RAR term combines with methods ce, pgd-at, trades, mart, not {c.method!r}")
+    if c.method == "entropic" and not c.init_checkpoint:
+        raise ValueError("init_checkpoint: entropic retraining starts from a pretrained checkpoint; pass its path")
+    at = c.method in _AT_METHODS or (c.method == "hbar" and c.hbar_adv)
+    if at:
+        for name in ("eps", "pgd_alpha"):
+            value = getattr(c, name)
+            if value is not None and value <= 0:
+                what = "a number in (0, 1]" if name == "eps" else "a number > 0"
+                raise ValueError(
+                    f"{name}: expected {what} for adversarial training (method {c.method!r}), got {value!r}; "
+                    f"{name} = 0 would train on unperturbed inputs (use method='ce' for that)"
+                )
 
 
 def _model_preset(model: str) -> Any:
@@ -288,6 +558,9 @@ def _model_preset(model: str) -> Any:
 def resolve_config(config: TrainConfig) -> TrainConfig:
     """Validate ``config`` and fill every ``None`` field from the preset, method and dataset.
 
+    The requested config is checked first (:meth:`TrainConfig.validate`), so an error names the
+    value the user gave; the resolved one is checked again before it is returned.
+
     Args:
         config: the requested configuration.
 
@@ -295,47 +568,24 @@ def resolve_config(config: TrainConfig) -> TrainConfig:
         A new, fully resolved config.
 
     Raises:
-        ValueError: an unknown name (the valid ones are listed) or an out-of-range value.
+        ValueError: an unknown name (the valid ones are listed), a value of the wrong type or out of
+            range, or a combination of values that cannot train (see :meth:`TrainConfig.validate`).
 
     Example:
         >>> c = resolve_config(TrainConfig(method="mart"))
         >>> c.mart_beta, c.schedule, c.eps
         (0.5, 'none', 0.1)
     """
-    from ib_plugins.data import list_datasets
-    from ib_plugins.models import list_models
-
     c = dataclasses.replace(config)
-    _choice("method", c.method, METHODS)
-    _choice("preset", c.preset, PRESETS)
-    _choice("dataset", c.dataset, tuple(list_datasets()))
-    _choice("model", c.model, tuple(list_models()))
-    if c.mask is not None:
-        _choice("mask", c.mask, ("paper", "code"))
-    _choice("x_for_ib", c.x_for_ib, ("clean", "adv"))
-    if c.amp is not None:
-        _choice("amp", c.amp, ("bf16", "fp16"))
-    for name in ("epochs", "batch_size", "pgd_steps", "mask_every", "step_size", "eval_every", "vib_k"):
-        value = getattr(c, name)
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(f"{name}: expected an int >= 1, got {value!r}")
-    if c.batch_size < 2 and (c.ib or c.method in ("hbar",)):
-        raise ValueError(f"batch_size: the HSIC terms need batches of at least 2, got {c.batch_size}")
-    for name in ("alpha", "beta", "mixup_alpha", "vib_beta", "entropic_lambda"):
-        value = getattr(c, name)
-        if not (isinstance(value, (int, float)) and value >= 0 and math.isfinite(value)):
-            raise ValueError(f"{name}: expected a finite number >= 0, got {value!r}")
-    if (c.mask is not None or c.ib) and c.method not in ("ce", *_AT_METHODS):
-        raise ValueError(f"ib/mask: the IB-RAR term combines with methods ce, pgd-at, trades, mart, not {c.method!r}")
-    if c.method == "entropic" and not c.init_checkpoint:
-        raise ValueError("init_checkpoint: entropic retraining starts from a pretrained checkpoint; pass its path")
+    if isinstance(c.ib_layers, tuple):
+        c.ib_layers = list(c.ib_layers)  # as config.json stores it, so that resumed runs compare equal
+    c.validate()
 
     code = c.preset == "ibrar-code"
     at = c.method in _AT_METHODS or (c.method == "hbar" and c.hbar_adv)
     # Optimiser, per the authors' scripts (A11) or the paper's text.
     if c.optimizer is None:
         c.optimizer = "adam" if c.method == "entropic" else "sgd"
-    _choice("optimizer", c.optimizer, ("sgd", "adam"))
     if c.lr is None:
         c.lr = 1e-3 if c.method == "entropic" else 0.01
     if c.momentum is None:
@@ -344,11 +594,6 @@ def resolve_config(config: TrainConfig) -> TrainConfig:
         c.weight_decay = 1e-2 if (at or c.preset == "paper") and c.method != "entropic" else 0.0
     if c.schedule is None:
         c.schedule = "none" if (c.method == "mart" and c.preset != "standard") or c.method == "entropic" else "step"
-    _choice("schedule", c.schedule, ("step", "none"))
-    for name in ("lr", "momentum", "weight_decay", "gamma"):
-        value = getattr(c, name)
-        if not (isinstance(value, (int, float)) and value >= 0 and math.isfinite(value)):
-            raise ValueError(f"{name}: expected a finite number >= 0, got {value!r}")
     # Attack budget.
     if c.eps is None:
         if c.dataset in _SMALL_IMAGE_DATASETS:
@@ -357,8 +602,6 @@ def resolve_config(config: TrainConfig) -> TrainConfig:
             c.eps = 0.031
         else:
             c.eps = 0.03 if code else 8 / 255
-    if not (isinstance(c.eps, (int, float)) and 0 <= c.eps <= 1):
-        raise ValueError(f"eps: expected a number in [0, 1] (inputs are in [0, 1]), got {c.eps!r}")
     if c.pgd_alpha is None:
         if c.preset == "standard":
             c.pgd_alpha = c.eps * 0.007 / 0.031
@@ -368,7 +611,6 @@ def resolve_config(config: TrainConfig) -> TrainConfig:
             c.pgd_alpha = c.eps / 4
     if c.variant is None:
         c.variant = "standard" if c.preset == "standard" else "ibrar"
-    _choice("variant", c.variant, ("ibrar", "standard"))
     if c.trades_beta is None:
         c.trades_beta = 6.0 if c.variant == "standard" else 0.5
     if c.mart_beta is None:
@@ -381,7 +623,6 @@ def resolve_config(config: TrainConfig) -> TrainConfig:
             c.y_kernel = "linear" if c.mask is not None else "gaussian"
         else:
             c.y_kernel = "linear"
-    _choice("y_kernel", c.y_kernel, ("linear", "gaussian"))
     if c.ib_on is None:
         c.ib_on = {"pgd-at": "adv", "trades": "both", "mart": "both"}.get(c.method, "clean")
     # Which layers, and what the IB term sees at the mask layer (spec §2.2, A5).
@@ -391,9 +632,6 @@ def resolve_config(config: TrainConfig) -> TrainConfig:
         c.ib_layers = "robust" if c.method == "ce" and has_robust else "all"
     if c.record_masked is None:
         c.record_masked = model_preset.record_masked if code and model_preset is not None else True
-    if not isinstance(c.record_masked, bool):
-        raise ValueError(f"record_masked: expected None, true or false, got {c.record_masked!r}")
-    _choice("ib_on", c.ib_on, ("adv", "clean", "both"))
     if c.hbar_lambda_x is None:
         c.hbar_lambda_x = 0.0005 if c.hbar_adv else 0.006
     if c.hbar_lambda_y is None:
@@ -402,14 +640,7 @@ def resolve_config(config: TrainConfig) -> TrainConfig:
         c.augment = c.dataset not in _SMALL_IMAGE_DATASETS
     if c.entropic_sigma is None:
         c.entropic_sigma = 1.01 if c.dataset in ("cifar10", "cifar100", "svhn", "tiny-imagenet") else 1.65  # Table II
-    for name in ("pgd_alpha", "trades_beta", "mart_beta", "hbar_lambda_x", "hbar_lambda_y"):
-        value = getattr(c, name)
-        if isinstance(value, bool) or not (isinstance(value, (int, float)) and value >= 0 and math.isfinite(value)):
-            raise ValueError(f"{name}: expected a finite number >= 0, got {value!r}")
-    if isinstance(c.entropic_sigma, bool) or not (
-        isinstance(c.entropic_sigma, (int, float)) and c.entropic_sigma > 0 and math.isfinite(c.entropic_sigma)
-    ):
-        raise ValueError(f"entropic_sigma: expected a finite number > 0, got {c.entropic_sigma!r}")
+    c.validate()  # the filled-in values too
     return c
 
 
@@ -811,14 +1042,53 @@ def build_model(config: TrainConfig) -> tuple[nn.Module, nn.Module]:
     return base, base
 
 
-def _atomic_save(obj: Any, path: Path) -> None:
+def _fsync_dir(folder: Path) -> None:
+    """Make a rename in ``folder`` durable (POSIX); a no-op where folders cannot be opened (Windows)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:  # some file systems refuse fsync on a folder; the rename itself is still atomic
+        pass
+    finally:
+        os.close(fd)
+
+
+def _atomic_write(path: Path, write: Callable[[Any], None]) -> None:
+    """Write ``path`` through a temporary file: ``write(binary_file)``, fsync, rename, fsync the folder.
+
+    A crash, a SIGKILL or a power loss leaves either the old file or the new one at ``path``, never
+    a half-written one; the temporary file is removed when ``write`` fails.
+    """
+    path = Path(path)
     tmp = path.with_name(path.name + ".tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    _fsync_dir(path.parent)
+
+
+def _atomic_save(obj: Any, path: Path) -> None:
+    _atomic_write(path, lambda f: torch.save(obj, f))
+
+
+def _atomic_write_text(path: Path, text: str) -> None:
+    _atomic_write(path, lambda f: f.write(text.encode("utf-8")))
 
 
 def save_checkpoint(path: str | os.PathLike[str], payload: dict[str, Any]) -> None:
-    """Write a checkpoint atomically (a crash never leaves a half-written file at ``path``).
+    """Write a checkpoint atomically and durably: a crash, a SIGKILL or a power loss never leaves a half-written file.
+
+    The checkpoint goes to ``path.tmp``, which is fsynced and renamed over ``path``; the folder is then
+    fsynced too (where the OS allows it), so the rename itself survives a power loss.
 
     Args:
         path: destination.
@@ -834,18 +1104,46 @@ def save_checkpoint(path: str | os.PathLike[str], payload: dict[str, Any]) -> No
     _atomic_save(payload, Path(path))
 
 
+_REFUSED_BY_SAFE_LOADING = re.compile(
+    r"GLOBAL |Unsupported global|Can only (create new object|build)|Trying to call reduce|must be imported to load"
+)
+
+
+def _load_error_reason(err: BaseException) -> str:
+    """A one-line reason from torch's (often multi-paragraph) load error."""
+    text = str(err)
+    match = re.search(r"WeightsUnpickler error:\s*(.+)", text)
+    if match:
+        text = match.group(1)
+    for line in text.splitlines():
+        line = line.strip()
+        if line and not line.startswith("Weights only load failed"):
+            text = line
+            break
+    text = text.split(". ")[0].strip().rstrip(".")
+    if len(text) > 160:
+        text = text[:157] + "..."
+    return f"{type(err).__name__}: {text}" if text else type(err).__name__
+
+
 def load_checkpoint(path: str | os.PathLike[str], *, map_location: str | torch.device = "cpu") -> dict[str, Any]:
     """Load a checkpoint with ``torch.load(weights_only=True)``, with clear errors.
 
+    Only tensors, numbers, strings and containers are read: a file that holds other pickled
+    objects (a class, a function, a lambda) is refused, and the message says so; ib-plugins never
+    unpickles arbitrary objects (that would run code from the file).
+
     Args:
         path: checkpoint file.
-        map_location: where tensors go.
+        map_location: where tensors go (a device that exists on this machine).
 
     Returns:
         The checkpoint dict (``model``, ``config``, ``epoch``...).
 
     Raises:
-        CheckpointError: missing, unreadable, truncated, or not an ib-plugins checkpoint.
+        CheckpointError: missing, a folder, unreadable, truncated or corrupt, holding objects that safe
+            loading refuses, or not an ib-plugins checkpoint.
+        ValueError: ``map_location`` is not a device of this machine.
 
     Example:
         >>> try:
@@ -855,14 +1153,48 @@ def load_checkpoint(path: str | os.PathLike[str], *, map_location: str | torch.d
         checkpoint not found
     """
     p = Path(path)
+    if p.is_dir():
+        raise CheckpointError(f"checkpoint: expected a checkpoint file, got the folder {p}")
     if not p.is_file():
         raise CheckpointError(f"checkpoint not found: {p}")
+    if isinstance(map_location, (str, torch.device)):
+        _device(map_location, arg="map_location")
     try:
-        ckpt = torch.load(p, map_location=map_location, weights_only=True)
-    except Exception as err:  # torch raises RuntimeError/UnpicklingError/EOFError on corrupt files
-        raise CheckpointError(f"checkpoint {p} is corrupt or truncated and cannot be read ({type(err).__name__}: {err})") from err
-    if not isinstance(ckpt, dict) or "model" not in ckpt or "config" not in ckpt:
-        raise CheckpointError(f"{p} is not an ib-plugins checkpoint (expected a dict with 'model' and 'config')")
+        with open(p, "rb") as f:
+            head = f.read(1)
+    except OSError as err:
+        raise CheckpointError(f"checkpoint {p} cannot be read ({err.strerror or err})") from err
+    if not head:
+        raise CheckpointError(f"checkpoint {p} is empty (0 bytes): corrupt or truncated")
+    try:
+        with warnings.catch_warnings():
+            # torch warns about pickle protocols of non-torch files before refusing them; the error says it all
+            warnings.filterwarnings("ignore", message="Detected pickle protocol")
+            ckpt = torch.load(p, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as err:
+        if _REFUSED_BY_SAFE_LOADING.search(str(err)):
+            raise CheckpointError(
+                f"checkpoint {p} holds objects that safe loading (torch.load with weights_only=True) refuses "
+                f"({_load_error_reason(err)}); ib-plugins never unpickles arbitrary objects (that would run code "
+                "from the file), so it does not load this file: its own checkpoints hold only tensors, numbers, "
+                "strings, lists and dicts"
+            ) from err
+        raise CheckpointError(
+            f"checkpoint {p} is corrupt or truncated, or not a torch checkpoint, and cannot be read "
+            f"({_load_error_reason(err)})"
+        ) from err
+    except Exception as err:  # torch raises RuntimeError/EOFError/KeyError... on corrupt files
+        raise CheckpointError(
+            f"checkpoint {p} is corrupt or truncated and cannot be read ({_load_error_reason(err)})"
+        ) from err
+    if (
+        not isinstance(ckpt, dict)
+        or not isinstance(ckpt.get("model"), Mapping)
+        or not isinstance(ckpt.get("config"), Mapping)
+    ):
+        raise CheckpointError(
+            f"{p} is not an ib-plugins checkpoint (expected a dict with 'model' (a state dict) and 'config' (a dict))"
+        )
     return ckpt
 
 
@@ -917,25 +1249,17 @@ def load_model_from_checkpoint(
     model = trainable if config.method == "vib" else base
     try:
         model.load_state_dict(ckpt["model"])
-    except RuntimeError as err:
-        raise CheckpointError(f"{path}: the weights do not fit a {config.model!r} model ({err})") from err
+    except (RuntimeError, TypeError, ValueError, AttributeError) as err:
+        reason = " ".join(str(err).split())
+        raise CheckpointError(f"{path}: the weights do not fit a {config.model!r} model ({reason[:300]})") from err
     return model.to(map_location).eval(), config, ckpt
 
 
 # ---------------------------------------------------------------------------------------------
 # The trainer
 # ---------------------------------------------------------------------------------------------
-def _device(name: str) -> torch.device:
-    dev = torch.device(name)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device: {name!r} was requested but CUDA is not available on this machine; use device='cpu'")
-    return dev
-
-
 def _write_json(path: Path, data: Any) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
-    os.replace(tmp, path)
+    _atomic_write_text(path, json.dumps(data, indent=2, sort_keys=True) + "\n")
 
 
 class Trainer:
@@ -956,9 +1280,13 @@ class Trainer:
         callbacks: functions ``(trainer, epoch, metrics)`` called after each epoch.
 
     Raises:
-        RunExistsError: ``out_dir`` holds a different run and ``overwrite`` is False, or holds this
-            run's checkpoint and neither ``resume`` nor ``overwrite`` is set.
+        RunExistsError: ``out_dir`` holds a different run and ``overwrite`` is False, holds this
+            run's checkpoint and neither ``resume`` nor ``overwrite`` is set, or holds files the
+            trainer writes (``metrics.json``, ``checkpoint.pt``...) without a ``config.json`` of a
+            run (they are not known to be ours; ``overwrite=True`` replaces them).
         CheckpointError: ``resume`` without a readable checkpoint.
+        ValueError: an invalid config (see :meth:`TrainConfig.validate`), a device this machine does
+            not have, or both ``resume=True`` and ``overwrite=True``.
 
     Example:
         >>> import tempfile
@@ -978,11 +1306,22 @@ class Trainer:
         progress: bool = True,
         callbacks: list[Callable[[Trainer, int, dict[str, Any]], None]] | None = None,
     ) -> None:
+        if not isinstance(config, TrainConfig):
+            raise TypeError(f"config: expected a TrainConfig, got {type(config).__name__}")
         self.config = resolve_config(config)
         self.device = _device(self.config.device)
+        if not isinstance(out_dir, (str, os.PathLike)) or not str(out_dir):
+            raise TypeError(f"out_dir: expected a folder path, got {_short_repr(out_dir)}")
         self.out_dir = Path(out_dir)
-        if resume not in (True, False, "auto"):
+        if resume not in (True, False, "auto") or isinstance(resume, int) and not isinstance(resume, bool):
             raise ValueError(f"resume: expected True, False or 'auto', got {resume!r}")
+        if not isinstance(overwrite, bool):
+            raise ValueError(f"overwrite: expected True or False, got {overwrite!r}")
+        if resume is True and overwrite:
+            raise ValueError(
+                "resume, overwrite: expected at most one of them (resume continues the run in out_dir, overwrite "
+                "replaces it), got both"
+            )
         self.resume = resume
         self.overwrite = overwrite
         self.progress = progress
@@ -991,26 +1330,47 @@ class Trainer:
         self._check_out_dir()
 
     # -- results folder ------------------------------------------------------------------------
+    # Files the trainer writes into out_dir (config.json aside).
+    _OUTPUT_FILES = ("checkpoint.pt", "history.json", "metrics.json", "results.md", "training_curves.png")
+
     def _check_out_dir(self) -> None:
         cfg_path = self.out_dir / "config.json"
+        if self.out_dir.exists() and not self.out_dir.is_dir():
+            raise FileExistsError(f"out_dir: expected a folder, got the existing file {self.out_dir}")
         if self.resume == "auto":
             self.resume = False
             if not self.overwrite and (self.out_dir / "checkpoint.pt").is_file() and cfg_path.is_file():
                 try:
                     existing = TrainConfig.from_dict(json.loads(cfg_path.read_text()))
                     self.resume = existing.run_identity() == self.config.run_identity()
-                except (ValueError, TypeError, json.JSONDecodeError):
+                except (ValueError, TypeError, RecursionError, OSError):
                     self.resume = False
         if self.resume:
             if not (self.out_dir / "checkpoint.pt").is_file():
-                raise CheckpointError(f"resume: no checkpoint to resume from in {self.out_dir}")
+                started = (
+                    " (a run was started there but stopped before its first epoch ended)" if cfg_path.is_file() else ""
+                )
+                raise CheckpointError(
+                    f"resume: no checkpoint to resume from in {self.out_dir}{started}; none is written before the "
+                    "first epoch ends, so there is nothing to continue: rerun without --resume (resume=False) to "
+                    "start from scratch"
+                )
             return
-        if not cfg_path.is_file() or self.overwrite:
+        if self.overwrite:
+            return
+        if not cfg_path.is_file():
+            found = [name for name in self._OUTPUT_FILES if (self.out_dir / name).exists()]
+            if found:
+                raise RunExistsError(
+                    f"{self.out_dir} holds {', '.join(found)} but no config.json of an ib-plugins run, so these "
+                    "files are not known to be ours and training would replace them; choose another folder or "
+                    "pass overwrite=True (--overwrite) to replace them"
+                )
             return
         try:
             existing = TrainConfig.from_dict(json.loads(cfg_path.read_text()))
             same = existing.run_identity() == self.config.run_identity()
-        except (ValueError, TypeError, json.JSONDecodeError):
+        except (ValueError, TypeError, RecursionError, OSError):
             same = False
         if not same:
             raise RunExistsError(
@@ -1050,8 +1410,18 @@ class Trainer:
             self.loader = make_loader(
                 self.train_set, batch_size=c.batch_size, shuffle=True, seed=c.seed, drop_last=c.batch_size > 1
             )
+        if len(self.loader) == 0:
+            # Checked before anything is written: an epoch without a batch has nothing to train or report.
+            raise _no_batch_error(
+                batch_size=c.batch_size, train_limit=c.train_limit, n_images=len(self.train_set), world=self.world
+            )
         self.augment = train_transform(c.dataset, seed=c.seed + 1) if c.augment else None
         self.model, self.base = build_model(c)
+        if c.batch_size < 2 and any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in self.model.modules()):
+            raise ValueError(
+                f"batch_size: expected at least 2 for {c.model!r}, whose BatchNorm layers need more than one sample "
+                f"per batch in training, got {c.batch_size}"
+            )
         self.model.to(self.device)
         if isinstance(self.model, IBModel):
             self.model.global_batch = c.ib_global_batch
@@ -1099,7 +1469,10 @@ class Trainer:
         from ib_plugins.entropic import EntropicLoss, EntropyProbe, compute_reference_entropy_flow
 
         c = self.config
-        ckpt = load_checkpoint(c.init_checkpoint, map_location=self.device)  # type: ignore[arg-type]
+        try:
+            ckpt = load_checkpoint(c.init_checkpoint, map_location=self.device)  # type: ignore[arg-type]
+        except CheckpointError as err:
+            raise CheckpointError(f"init_checkpoint: {err}") from err
         if ckpt["config"].get("model") != c.model:
             raise CheckpointError(
                 f"init_checkpoint holds a {ckpt['config'].get('model')!r} model but this run trains {c.model!r}"
@@ -1210,6 +1583,9 @@ class Trainer:
         Raises:
             RunExistsError: see the class.
             CheckpointError: an unreadable or mismatching checkpoint on resume.
+            ValueError: an epoch would have no batch (fewer training images than ``batch_size``), or
+                batches of one for a model with BatchNorm layers; raised before anything is written.
+            FloatingPointError: the training loss became non-finite (the last good checkpoint is kept).
         """
         from ib_plugins.distributed import env_world_size, world_info
 
@@ -1281,7 +1657,7 @@ class Trainer:
             final["world_size"] = self.world
         if lead:
             _write_json(self.out_dir / "metrics.json", final)
-            (self.out_dir / "results.md").write_text(self.summary_markdown(final))
+            _atomic_write_text(self.out_dir / "results.md", self.summary_markdown(final))
             self._plot()
         return final
 
@@ -1353,10 +1729,14 @@ class Trainer:
         if not math.isfinite(metrics["train_loss"]):
             # Checked once per epoch, not per step (a per-step check would stall an accelerator);
             # the checkpoint of the previous epoch is kept.
+            kept = (
+                "the previous epoch's is kept" if (self.out_dir / "checkpoint.pt").is_file() else "and none exists yet"
+            )
             raise FloatingPointError(
-                f"the training loss became non-finite (NaN or inf) in epoch {epoch + 1}; its checkpoint was "
-                "not written, the previous epoch's is kept. Lower the learning rate, or set "
-                "check_finite=True on the IBModel to find the layer on the step it happens"
+                f"the training loss became non-finite (NaN or inf) in epoch {epoch + 1}; its checkpoint was not "
+                f"written, {kept}. Lower the learning rate (lr={c.lr}) and rerun with overwrite=True (--overwrite) "
+                "or into another folder, or set check_finite=True on the IBModel to find the layer on the step it "
+                "happens"
             )
         if isinstance(self.model, IBModel) and self.model.mask is not None:
             metrics["masked_forwards"] = self.model.mask.num_masked

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import warnings
 from collections import deque
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -37,7 +38,7 @@ import torch.nn as nn
 from torch import Tensor
 
 from ib_plugins.activation_capture import ActivationCapture
-from ib_plugins.bottleneck import HSICBottleneck, IBTerms
+from ib_plugins.bottleneck import HSICBottleneck, IBTerms, _check_labels
 from ib_plugins.channel_mask import ChannelMask
 from ib_plugins.errors import LayerNotFiredError, NonFiniteActivationError, NoTrainingForwardError
 from ib_plugins.hsic import Kernel
@@ -84,6 +85,11 @@ class ForwardRecord:
         return int(self.inputs.shape[0])
 
 
+#: Training forwards without an IB term after which an :class:`IBModel` warns (once) that its loss
+#: never calls ``ib_loss``; TRADES-like trainers run two forwards per batch and use one.
+_NO_IB_WARN_AFTER = 8
+
+
 class IBModel(nn.Module):
     """A model with IB-RAR's hooks; build it with :func:`wrap_model`.
 
@@ -115,6 +121,10 @@ class IBModel(nn.Module):
         >>> m.layers
         ('1',)
     """
+
+    # class-level defaults, so IBModels pickled before these counters existed still load
+    _forwards_without_ib = 0
+    _warned_no_ib = False
 
     def __init__(
         self,
@@ -148,6 +158,8 @@ class IBModel(nn.Module):
         resolve_layers(model, layers)  # validate before registering anything
         self._layers = tuple(layers)
         self._records: deque[ForwardRecord] = deque(maxlen=max_records)
+        self._forwards_without_ib = 0  # recorded training forwards since an IB term last used one
+        self._warned_no_ib = False
         self._recording = True
         self._unwrapped = False
         self._capture: ActivationCapture | None = ActivationCapture(
@@ -178,6 +190,11 @@ class IBModel(nn.Module):
 
         Returns:
             The wrapped model's output, unchanged.
+
+        Warns:
+            UserWarning: once, when 8 training forwards in a row were recorded and no IB term used
+                any of them (a loss that never calls :meth:`ib_loss`, e.g. ART's
+                ``PyTorchClassifier`` built with ``nn.CrossEntropyLoss``); not when α = β = 0.
 
         Example:
             >>> import torch, torch.nn as nn
@@ -210,6 +227,9 @@ class IBModel(nn.Module):
                 self.mask.set_input(None)
         fired = capture.fired()
         self._records.append(ForwardRecord(inputs=x, output=out, activations=capture.pop(), fired=fired))
+        self._forwards_without_ib += 1
+        if self._forwards_without_ib == _NO_IB_WARN_AFTER and not self._warned_no_ib:
+            self._warn_no_ib()
         return out
 
     # -- labels for the mask -------------------------------------------------------------------
@@ -333,7 +353,8 @@ class IBModel(nn.Module):
         """
         self._records.clear()
 
-    def _take_record(self, output: Any) -> ForwardRecord:
+    def _find_record(self, output: Any) -> ForwardRecord:
+        """The record :meth:`ib_terms` would use, left in place (consumed only once the call is valid)."""
         if self._unwrapped:
             raise RuntimeError(
                 "this IBModel was unwrapped: its hooks are gone and it records nothing; "
@@ -346,17 +367,42 @@ class IBModel(nn.Module):
                     "and none was recorded since the last ib_loss call; call model.train() and run the "
                     "forward first (eval-mode and torch.no_grad() forwards are not recorded)"
                 )
-            return self._records.pop()
-        for i in range(len(self._records) - 1, -1, -1):
-            if self._records[i].output is output:
-                record = self._records[i]
-                del self._records[i]
+            return self._records[-1]
+        for record in reversed(self._records):
+            if record.output is output:
                 return record
+        if not isinstance(output, Tensor):
+            raise TypeError(
+                "output: expected the output of a remembered training-mode forward of this model (matched by "
+                f"identity; a torch.Tensor for a model returning logits), got a {type(output).__name__} that no "
+                "remembered forward returned"
+            )
         raise NoTrainingForwardError(
             "no remembered training-mode forward produced this output (it came from an eval-mode or "
             "no-grad forward, was already consumed by ib_loss, or is older than the last "
             f"{self._records.maxlen} forwards)"
         )
+
+    def _warn_no_ib(self) -> None:
+        if self.bottleneck.alpha == 0.0 and self.bottleneck.beta == 0.0:
+            return  # the IB term is 0 anyway (e.g. a mask-only model): nothing is lost
+        self._warned_no_ib = True
+        warnings.warn(
+            f"IBModel: {_NO_IB_WARN_AFTER} training forwards in a row recorded activations that no IB term used: the "
+            "model is training without the information-bottleneck term (its loss never calls ib_loss). With ART, "
+            "build the classifier with ib_plugins.adapters.art_training.make_art_classifier (its loss, "
+            "IBCrossEntropyLoss, adds the term) instead of PyTorchClassifier(model=ib_model, "
+            "loss=nn.CrossEntropyLoss()); in your own loop, add model.ib_loss(x, y) to the loss.",
+            UserWarning,
+            stacklevel=3,
+        )
+
+    def _consume(self, record: ForwardRecord) -> None:
+        self._forwards_without_ib = 0
+        for i in range(len(self._records) - 1, -1, -1):
+            if self._records[i] is record:
+                del self._records[i]
+                return
 
     # -- the loss ------------------------------------------------------------------------------
     @property
@@ -381,7 +427,14 @@ class IBModel(nn.Module):
             NoTrainingForwardError: no matching training forward was recorded.
             LayerNotFiredError: a hooked layer did not run in that forward.
             NonFiniteActivationError: an activation or the IB terms hold NaN/inf (see ``check_finite``).
-            ValueError: batch sizes differ, labels are out of range, or fewer than 2 samples.
+            ValueError: batch sizes differ, labels are out of range, fewer than 2 samples, a 0-d
+                ``x``/``y``, or ``x``/``y`` on another device than the recorded activations.
+            TypeError: ``x``/``y`` is not a tensor (a list or numpy array), ``y`` holds booleans,
+                ``x`` is not floating point (with α > 0), or ``output`` is no remembered forward's
+                output and not a tensor.
+
+        The inputs are validated before the record is consumed: after an error raised for the
+        arguments, the corrected call still finds the forward.
 
         Example:
             >>> import torch, torch.nn as nn
@@ -391,7 +444,16 @@ class IBModel(nn.Module):
             >>> terms.hx.shape
             torch.Size([1])
         """
-        record = self._take_record(output)
+        # Validate everything first and consume the record last: a call rejected for its arguments
+        # leaves the forward in place, so the corrected call can still use it.
+        _check_ib_arg("x", x, allow_none=True)
+        _check_ib_arg("y", y)
+        if y.dtype == torch.bool or y.is_complex():
+            raise TypeError(f"y: expected integer class indices or floating-point targets, got dtype {y.dtype}")
+        uses_x = self.bottleneck.alpha > 0  # X enters only through alpha * nHSIC(T, X)
+        if x is not None and uses_x and not x.is_floating_point():
+            raise TypeError(f"x: expected a floating-point tensor (the inputs X of I(X, T)), got dtype {x.dtype}")
+        record = self._find_record(output)
         missing = [name for name in self._layers if name not in record.fired]
         if missing:
             raise LayerNotFiredError(
@@ -401,6 +463,10 @@ class IBModel(nn.Module):
             )
         m = record.batch_size
         x = record.inputs if x is None else x
+        if uses_x and not x.is_floating_point():  # the forward's own input (e.g. token ids): no X kernel on it
+            raise TypeError(
+                f"x: the recorded forward's input has dtype {x.dtype}; pass the floating-point inputs X explicitly"
+            )
         if x.shape[0] != m:
             raise ValueError(f"x has batch size {x.shape[0]}, but the recorded forward had {m} samples")
         if y.shape[0] != m:
@@ -409,6 +475,14 @@ class IBModel(nn.Module):
             raise ValueError(f"HSIC needs a batch of at least 2 samples, got {m}")
         names = list(record.activations)
         acts = [record.activations[name] for name in names]
+        if acts:
+            device = acts[0].device
+            for name, t in (("x", x), ("y", y)):
+                if t.device != device:
+                    raise ValueError(
+                        f"{name}: expected a tensor on the device of the recorded activations ({device}), "
+                        f"got {t.device}"
+                    )
         num_classes = self.bottleneck.num_classes
         if num_classes is None:
             out = record.output
@@ -418,6 +492,8 @@ class IBModel(nn.Module):
                     "num_classes= to wrap_model"
                 )
             num_classes = int(out.shape[1])
+        _check_labels(y, num_classes)  # range on CPU tensors only (no host read elsewhere)
+        self._consume(record)
         if self.global_batch:
             from ib_plugins.distributed import gather_batch
 
@@ -444,7 +520,10 @@ class IBModel(nn.Module):
             NoTrainingForwardError: no matching training forward was recorded.
             LayerNotFiredError: a hooked layer did not run.
             NonFiniteActivationError: an activation or the IB terms hold NaN/inf (see ``check_finite``).
-            ValueError: inconsistent batch sizes or labels.
+            ValueError: inconsistent batch sizes, devices or labels.
+            TypeError: ``x``, ``y`` or ``output`` of the wrong type (see :meth:`ib_terms`).
+
+        Nothing is consumed when the arguments are rejected: fix them and call again.
 
         Example:
             >>> import torch, torch.nn as nn
@@ -618,6 +697,17 @@ def _inference_modes(model: nn.Module) -> Iterator[None]:
         for m, training in zip(modules, modes):
             if m.training != training:
                 m.training = training
+
+
+def _check_ib_arg(name: str, value: object, *, allow_none: bool = False) -> None:
+    """``x``/``y`` of :meth:`IBModel.ib_terms`: a tensor with a batch dimension (lists, arrays refused)."""
+    if value is None and allow_none:
+        return
+    if not isinstance(value, Tensor):
+        expected = "a torch.Tensor or None" if allow_none else "a torch.Tensor"
+        raise TypeError(f"{name}: expected {expected}, got {type(value).__name__}")
+    if value.dim() == 0:
+        raise ValueError(f"{name}: expected a batch [m, ...], got a 0-d tensor (a scalar)")
 
 
 def _raise_if_not_finite(terms: IBTerms, names: Sequence[str], acts: Sequence[Tensor], x: Tensor) -> None:

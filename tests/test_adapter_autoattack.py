@@ -309,3 +309,98 @@ def test_checks_are_reported_and_dynamic_counters_do_not_leak():
         checks.funcs.clear()
         checks.funcs.update(saved)
 
+
+
+# --------------------------------------------------------------------------------------------------
+# issue 11: iteration counts up front, float64 models, corrupt resume files
+# --------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("options", "error", "match"),
+    [
+        ({"apgd": {"n_iter": 0}}, ValueError, r"attack_options\['apgd'\]\['n_iter'\]: expected an int >= 1 .*got 0"),
+        ({"apgd": {"n_iter": -3}}, ValueError, r"attack_options\['apgd'\]\['n_iter'\]: expected an int >= 1"),
+        ({"apgd": {"n_restarts": 0}}, ValueError, r"attack_options\['apgd'\]\['n_restarts'\]"),
+        ({"square": {"n_queries": 0}}, ValueError, r"attack_options\['square'\]\['n_queries'\]"),
+        ({"fab": {"n_target_classes": 0}}, ValueError, r"attack_options\['fab'\]\['n_target_classes'\]"),
+        ({"apgd": {"n_iter": 2.5}}, TypeError, r"attack_options\['apgd'\]\['n_iter'\]: expected .*got float"),
+        ({"apgd": {"n_iter": True}}, TypeError, r"attack_options\['apgd'\]\['n_iter'\]"),
+    ],
+)
+def test_non_positive_iteration_counts_are_rejected_before_any_attack_runs(monkeypatch, options, error, match):
+    model, x, y = _data(4)
+    made = []
+    monkeypatch.setattr(aae, "_make_adversary", lambda *a, **k: made.append(1) or pytest.fail("attack built"))
+    with pytest.raises(error, match=match):
+        run_autoattack(model, x, y, **{**FAST_KW, "attack_options": options})
+    assert made == []
+
+
+def test_compat_rejects_non_positive_iteration_counts_before_running():
+    model, x, y = _data(4)
+    adv = AutoAttackCompat(model, norm="Linf", eps=0.1, version="custom", attacks_to_run=["apgd-ce"], seed=0,
+                           verbose=False)
+    adv.apgd.n_iter = 0
+    with pytest.raises(ValueError, match=r"apgd\.n_iter: expected an int >= 1 \(a count of iterations\), got 0"):
+        adv.run_standard_evaluation(x, y, bs=4)
+    adv.apgd.n_iter = 2
+    adv.square.n_queries = -1
+    with pytest.raises(ValueError, match=r"square\.n_queries: expected an int >= 1"):
+        adv.run_standard_evaluation_individual(x, y, bs=4)
+
+
+@pytest.mark.parametrize("x_dtype", [torch.float64, torch.float32])
+def test_float64_model_is_supported(x_dtype):
+    """AutoAttack computes in float32; a float64 model is attacked through a cast, not refused."""
+    model32, x, y = _data(8)
+    model64 = TinyCNN().double()
+    model64.load_state_dict(model32.state_dict())
+    model64.eval()
+    kw = {**FAST_KW, "attack_options": {"apgd": {"n_iter": 3, "n_restarts": 1}}}
+    r64 = run_autoattack(model64, x.to(x_dtype), y, **kw)
+    r32 = run_autoattack(model32, x, y, **kw)
+    with torch.no_grad():
+        clean64 = (model64(x.double()).argmax(1) == y).float().mean().item()
+    assert r64.clean_accuracy == pytest.approx(clean64)
+    assert r64.n == 8 and 0.0 <= r64.robust_accuracy <= r64.clean_accuracy
+    assert not bool((r64.robust_flags & ~r64.clean_flags).any())
+    # the same weights in float32: the same clean predictions, robust flags within an example or two
+    assert torch.equal(r64.clean_flags, r32.clean_flags)
+    assert int((r64.robust_flags != r32.robust_flags).sum()) <= 2
+    assert all(p.dtype == torch.float64 for p in model64.parameters())  # the model is not converted
+
+
+def test_float64_inputs_for_a_float32_model_are_cast():
+    model, x, y = _data(6)
+    r = run_autoattack(model, x.double(), y, **FAST_KW)
+    r32 = run_autoattack(model, x, y, **FAST_KW)
+    assert torch.equal(r.clean_flags, r32.clean_flags) and torch.equal(r.robust_flags, r32.robust_flags)
+
+
+@pytest.mark.parametrize("payload", ["[]", "null", "3", '"chunk"', "[1, 0, 1]", '{"robust": null}', "not json"])
+def test_resume_ignores_chunk_files_that_are_not_chunk_records(tmp_path, caplog, payload):
+    model, x, y = _data(8)
+    fresh = run_autoattack(model, x, y, batch_size=4, state_dir=tmp_path, **FAST_KW)
+    (tmp_path / "chunk_000000.json").write_text(payload)
+    with caplog.at_level("INFO", logger="ib_plugins.adapters.autoattack_eval"):
+        again = run_autoattack(model, x, y, batch_size=4, state_dir=tmp_path, **FAST_KW)
+    assert (again.chunks_run, again.chunks_reused) == (1, 1)  # chunk 0 recomputed, chunk 1 reused
+    assert torch.equal(fresh.robust_flags, again.robust_flags)
+    messages = [r.getMessage() for r in caplog.records if "chunk_000000.json" in r.getMessage()]
+    assert messages, "the ignored file was not reported"
+    if payload not in ('{"robust": null}',):  # a dict without our fingerprint just belongs to another run
+        assert any(r.levelname == "WARNING" and "chunk_000000.json" in r.getMessage() for r in caplog.records)
+    # the recomputed chunk was written back as a proper record
+    assert isinstance(json.loads((tmp_path / "chunk_000000.json").read_text()), dict)
+
+
+def test_resume_ignores_a_matching_chunk_record_with_bad_flags(tmp_path, caplog):
+    model, x, y = _data(8)
+    fresh = run_autoattack(model, x, y, batch_size=4, state_dir=tmp_path, **FAST_KW)
+    path = tmp_path / "chunk_000000.json"
+    record = json.loads(path.read_text())
+    record["robust"] = ["yes", "no", "yes", "no"]  # right length, matching fingerprint, not flags
+    path.write_text(json.dumps(record))
+    with caplog.at_level("WARNING", logger="ib_plugins.adapters.autoattack_eval"):
+        again = run_autoattack(model, x, y, batch_size=4, state_dir=tmp_path, **FAST_KW)
+    assert again.chunks_run == 1 and torch.equal(fresh.robust_flags, again.robust_flags)
+    assert any("expected 'robust' to be a list of 4 flags" in r.getMessage() for r in caplog.records)

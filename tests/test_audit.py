@@ -318,3 +318,14 @@ def test_deliberately_weakened_adaptive_attack_is_reported_as_a_weak_attack(digi
     assert first.startswith("**PASS on the") and "Weak attack: adaptive" in first and "overestimated" not in first
     # the worst case still takes the strongest attack, so the weak one cannot inflate the robust accuracy
     assert report.robust_accuracy <= report.numbers["pgd"]["accuracy"]
+
+
+@pytest.mark.parametrize(("kwargs", "match"), [
+    ({"device": "meta"}, "device"), ({"device": "gpu"}, "device"), ({"surrogate_epochs": 0}, "surrogate_epochs"),
+])
+def test_bad_device_and_surrogate_epochs_are_refused_before_anything_runs(tmp_path, kwargs, match):
+    net = nn.Sequential(nn.Flatten(), nn.Linear(16, 3))
+    x, y = torch.rand(8, 1, 4, 4), torch.arange(8) % 3
+    with pytest.raises(ValueError, match=match):
+        run_audit(net, out_dir=tmp_path / "a", quick=True, x=x, y=y, eps=0.1, progress=False, **kwargs)
+    assert not (tmp_path / "a").exists()

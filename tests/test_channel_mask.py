@@ -273,6 +273,61 @@ def test_nan_features_raise_naming_the_argument_before_scoring():
         channel_scores(feats, None, y, num_classes=10)
 
 
+@pytest.mark.parametrize(
+    ("dtype", "scale", "spatial"),
+    [(torch.float64, 1e154, (1, 1)), (torch.float64, 1e200, (1, 1)), (torch.float64, 1e300, (1, 1)),
+     (torch.float64, 1e154, (2, 2)), (torch.float64, 1e200, (2, 2)), (torch.float32, 1e30, (1, 1)),
+     (torch.float32, 1e20, (2, 2)), (torch.float32, 1e30, (2, 2))],
+)
+def test_huge_features_score_finitely_as_the_formula_says(dtype, scale, spatial):
+    """Issue 11, item 4: the fast path overflowed above ~1e154 (1x1 maps: OverflowError at 1e200)."""
+    from ib_plugins.hsic import hsic_operator, nhsic_from_operators
+
+    feats, x, y = _data(m=24, c=5, spatial=spatial)
+    feats = (feats + 0.1 * torch.arange(24.0).reshape(24, 1, 1, 1)).double()  # distinct samples per channel
+    ix, iy = channel_scores((feats * scale).to(dtype), x.to(dtype), y, num_classes=10)
+    assert torch.isfinite(ix).all() and torch.isfinite(iy).all()
+    # every off-diagonal kernel entry of a channel is exp(−huge) = 0: K = I, R_f = H / (1 + εm)
+    m, eps = 24, 1e-5
+    r_f = (torch.eye(m, dtype=torch.float64) - 1.0 / m) / (1 + eps * m)
+    want_y = float(nhsic_from_operators(r_f, hsic_operator(F.one_hot(y, 10).double())))
+    want_x = float(nhsic_from_operators(r_f, hsic_operator(x.double())))
+    # 1x1 maps: the float64 series with two-sided centring (O(eps) from the spec's one-sided value);
+    # float32 2x2 maps: float32 solves with eps = 1e-5 (the X operator is the worst conditioned)
+    rtol = 1e-9 if spatial == (2, 2) and dtype == torch.float64 else 2e-3
+    assert iy.double().tolist() == pytest.approx([want_y] * 5, rel=rtol)
+    assert ix.double().tolist() == pytest.approx([want_x] * 5, rel=1e-2 if dtype == torch.float32 else rtol)
+
+
+def test_channel_scores_name_inputs_of_the_wrong_type_or_device():
+    feats, x, y = _data(m=16, c=4)
+    with pytest.raises(TypeError, match=r"^features: expected a floating-point tensor, got dtype torch.int64"):
+        channel_scores(feats.long(), x, y, num_classes=10)
+    with pytest.raises(TypeError, match=r"^x: expected a floating-point tensor or None, got list"):
+        channel_scores(feats, x.tolist(), y, num_classes=10)
+    with pytest.raises(TypeError, match=r"^y: expected integer class indices .*torch.bool"):
+        channel_scores(feats, x, y.bool(), num_classes=10)
+    with pytest.raises(ValueError, match=r"^y: expected a tensor on the features' device \(cpu\), got meta"):
+        channel_scores(feats, x, torch.empty_like(y, device="meta"), num_classes=10)
+    with pytest.raises(ValueError, match=r"^features: HSIC needs a batch of at least 2 samples"):
+        channel_scores(feats[:1], x[:1], y[:1], num_classes=10)
+    with pytest.raises(ValueError, match=r"^features: expected at least one channel"):
+        channel_scores(feats[:, :0], x, y, num_classes=10)
+
+
+def test_zero_width_channels_score_zero():
+    _, x, y = _data(m=16, c=4)
+    ix, iy = channel_scores(torch.rand(16, 4, 0, 0), x, y, num_classes=10)
+    assert ix.tolist() == [0.0] * 4 and iy.tolist() == [0.0] * 4
+
+
+def test_tiny_sigma_does_not_divide_by_zero_in_the_series():
+    """σ² underflows to 0 in 2σ² for σ = 1e-200: the fast path must not raise ZeroDivisionError."""
+    feats, x, y = _data(m=16, c=4, spatial=(1, 1))
+    ix, iy = channel_scores(feats.double(), x.double(), y, num_classes=10, sigma=1e-200)
+    assert torch.isfinite(ix).all() and torch.isfinite(iy).all()
+
+
 @pytest.mark.parametrize(("kwargs", "match"), [
     ({"sigma": 0.0}, "sigma"), ({"sigma": -1.0}, "sigma"), ({"sigma": float("nan")}, "sigma"),
     ({"eps": 0.0}, "eps"), ({"eps": float("inf")}, "eps"), ({"chunk_size": 0}, "chunk_size"),

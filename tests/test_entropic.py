@@ -21,7 +21,7 @@ from ib_plugins.entropic import (
     layer_entropy,
     normalized_entropy,
 )
-from ib_plugins.errors import IBPluginsError, LayerNotFiredError, UnknownLayerError
+from ib_plugins.errors import IBPluginsError, LayerNotFiredError, NonFiniteActivationError, UnknownLayerError
 
 
 @pytest.fixture(autouse=True)
@@ -401,6 +401,68 @@ def test_loss_keyword_only_and_batch_mismatch() -> None:
     hs = [torch.rand(3, 2), torch.softmax(torch.randn(3, 4), 1)]
     with pytest.raises(ValueError, match=r"hs: expected batch size 2 \(that of logits\), got 3"):
         EntropicLoss(reference=1.0)(torch.randn(2, 4), torch.tensor([0, 1]), hs)
+
+
+@pytest.mark.parametrize("reference", [1e20, -1e20, 1e200, 1e300, 6e18])
+def test_huge_reference_is_rejected_at_construction_not_returned_as_inf(reference: float) -> None:
+    """Issue 11, item 4: (E_T_hat - sigma * E_T_ref)**2 overflowed float32 to inf at every step."""
+    with pytest.raises(ValueError, match=r"reference: expected \|E_T_ref\| and \|target\| <= 9.22e\+18 .*float32"):
+        EntropicLoss(reference=reference, sigma=1.65 if abs(reference) > 1e19 else 2.0)
+
+
+def test_largest_allowed_reference_gives_a_finite_loss() -> None:
+    logits = torch.randn(4, 3)
+    hs = [torch.rand(4, 5), torch.softmax(logits, 1)]
+    loss = EntropicLoss(reference=5e18, sigma=1.65)(logits, torch.tensor([0, 1, 2, 0]), hs)
+    assert torch.isfinite(loss)
+
+
+def test_overflowing_penalty_from_finite_activations_is_named() -> None:
+    logits = torch.randn(4, 3)
+    hs = [torch.rand(4, 5) * 1e30, torch.softmax(logits, 1)]  # E(h) ~ -1e32: its square overflows float32
+    with pytest.raises(NonFiniteActivationError, match=r"^hs: the activations are finite but the .* overflows"):
+        EntropicLoss(reference=1.0)(logits, torch.tensor([0, 1, 2, 0]), hs)
+    hs64 = [h.double() for h in hs]  # the same activations fit in float64
+    assert torch.isfinite(EntropicLoss(reference=1.0)(logits.double(), torch.tensor([0, 1, 2, 0]), hs64))
+
+
+def test_non_finite_activations_and_bad_arguments_are_named_by_the_loss() -> None:
+    logits, y = torch.randn(4, 3), torch.tensor([0, 1, 2, 0])
+    hs = [torch.rand(4, 5), torch.softmax(logits, 1)]
+    loss_fn = EntropicLoss(reference=1.0)
+    bad = [hs[0].clone().fill_(float("nan")), hs[1]]
+    with pytest.raises(NonFiniteActivationError, match=r"^hs\[0\]: expected finite activations, got NaN or inf"):
+        loss_fn(logits, y, bad)
+    assert torch.isnan(EntropicLoss(reference=1.0, check_finite=False)(logits, y, bad))  # opt-out: propagates
+    with pytest.raises(TypeError, match=r"^logits: expected a floating-point tensor \(B, C\), got list"):
+        loss_fn(logits.tolist(), y, hs)
+    with pytest.raises(TypeError, match=r"^targets: expected integer class indices .*, got dtype torch.bool"):
+        loss_fn(logits, y.bool(), hs)
+    with pytest.raises(ValueError, match=r"^logits: expected a non-empty batch"):
+        loss_fn(logits[:0], y[:0], [h[:0] for h in hs])
+    with pytest.raises(TypeError, match="check_finite"):
+        EntropicLoss(reference=1.0, check_finite="yes")
+
+
+def test_normalized_entropy_rejects_zero_width_layers() -> None:
+    """E_N divides by N_i: a layer with no elements per sample gave 0/0 = NaN."""
+    hs = [torch.rand(4, 0), torch.softmax(torch.randn(4, 3), 1)]
+    with pytest.raises(ValueError, match=r"layer 'hs\[0\]': expected at least one element per sample"):
+        normalized_entropy(hs)
+    assert torch.isfinite(entropy_flow(hs)).all()  # E_T: an empty layer has E = 0
+
+
+@pytest.mark.parametrize(("dtype", "scale"), [(torch.float64, 1e300), (torch.float64, 1e154), (torch.float32, 1e30),
+                                              (torch.float32, 1e-30), (torch.float64, 1e-30)])
+def test_entropies_of_huge_and_tiny_activations_are_finite(dtype, scale) -> None:
+    h = torch.rand(3, 2, 2, 2, dtype=torch.float64) * scale
+    hs = [h.to(dtype), torch.softmax(torch.randn(3, 4, dtype=dtype), 1)]
+    flat = hs[0].double().flatten(1)
+    e1 = -(flat * flat.log()).sum(1)
+    e2 = -(hs[1].double() * hs[1].double().log()).sum(1)
+    rtol = 1e-5 if dtype == torch.float32 else 1e-12
+    torch.testing.assert_close(entropy_flow(hs).double(), e1 - e2, rtol=rtol, atol=1e-6)
+    assert torch.isfinite(normalized_entropy(hs)).all()
 
 
 # ------------------------------------------------------------------ reference value

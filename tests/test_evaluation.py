@@ -196,6 +196,32 @@ def test_attack_spec_validation():
         spec.kwargs["steps"] = 3  # read-only
 
 
+@pytest.mark.parametrize("key", ["steps", "n_restarts", "n_queries", "n_iter", "restarts", "eot_iter", "search_steps"])
+@pytest.mark.parametrize(("value", "exc"), [(0, ValueError), (-3, ValueError), (2.5, TypeError), (True, TypeError),
+                                            ("10", TypeError)])
+def test_attack_spec_rejects_non_positive_iteration_counts_at_construction(key, value, exc):
+    """Issue 11, item 2: never a zero-step attack that silently does nothing, nor a crash mid-suite."""
+    with pytest.raises(exc, match=rf"kwargs\['{key}'\]: expected an int >= 1 \(a count of iterations\)"):
+        AttackSpec("pgd", "linf", 0.03, {key: value})
+    assert AttackSpec("pgd", "linf", 0.03, {key: 1}).kwargs[key] == 1
+
+
+def test_inputs_on_meta_or_split_devices_and_dtype_mismatch_are_named():
+    model = _model()
+    x, y = _data(4)
+    spec = [AttackSpec("fgsm", "linf", 0.1, {})]
+    with pytest.raises(ValueError, match=r"^x: expected a tensor with values .*meta device"):
+        evaluate_suite(model, torch.empty_like(x, device="meta"), y, spec, progress=False)
+    with pytest.raises(ValueError, match=r"^y: expected a tensor on x's device \(cpu\), got meta"):
+        evaluate_suite(model, x, torch.empty_like(y, device="meta"), spec, progress=False)
+    with pytest.raises(TypeError, match=r"^x: expected dtype torch.float32 \(the dtype of .*got torch.float64"):
+        evaluate_suite(model, x.double(), y, spec, progress=False)
+    with pytest.raises(TypeError, match=r"^x: expected dtype torch.float64 .*got torch.float32"):
+        run_attack(_model().double(), spec[0], x, y, progress=False)
+    res = evaluate_suite(_model().double(), x.double(), y, spec, progress=False)  # consistent dtypes work
+    assert math.isfinite(res.clean_accuracy) and 0.0 <= res["fgsm"].accuracy <= 1.0
+
+
 def test_unknown_names_list_the_valid_ones():
     with pytest.raises(ValueError, match="'pgd', 'cw', 'fgsm', 'fab', 'nifgsm'"):
         build_suite("ibrar", attacks=["pgd", "deepfool"])

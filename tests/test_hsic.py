@@ -17,6 +17,7 @@ from ib_plugins.hsic import (
     nhsic,
     nhsic_from_operators,
     nocco_operator,
+    pairwise_sq_dists,
 )
 
 # --------------------------------------------------------------------------------------------
@@ -339,6 +340,121 @@ def test_non_float_inputs_raise_type_error(fn):
 def test_bad_options_raise_value_error_naming_the_option(kwargs, match):
     with pytest.raises(ValueError, match=match):
         nhsic(torch.rand(5, 3), torch.rand(5, 2), **kwargs)
+
+
+# --------------------------------------------------------------------------------------------
+# issue 11, item 4: no NaN from finite inputs
+# --------------------------------------------------------------------------------------------
+
+
+def _np_raw_kernel_scaled(a: np.ndarray, scale: float, *, sigma: float = 5.0) -> np.ndarray:
+    """exp(−D(scale·a) / (2σ²d)) written in log space, so the reference itself cannot overflow."""
+    a = a.reshape(a.shape[0], -1)
+    d = a.shape[1]
+    dist = ((a[:, None, :] - a[None, :, :]) ** 2).sum(-1)
+    log_fac = 2 * np.log(scale) - 2 * np.log(sigma) - np.log(2.0 * d)
+    with np.errstate(divide="ignore", over="ignore"):
+        expo = np.where(dist > 0, np.exp(np.log(np.where(dist > 0, dist, 1.0)) + log_fac), 0.0)
+    return np.exp(-expo)
+
+
+def _np_nhsic_scaled(a, scale_a, b) -> float:
+    def op(k):
+        m = k.shape[0]
+        kc = k @ (np.eye(m) - np.ones((m, m)) / m)
+        return kc @ np.linalg.inv(kc + 1e-5 * m * np.eye(m))
+
+    return float(np.trace(op(_np_raw_kernel_scaled(a, scale_a)) @ op(_np_raw_kernel_scaled(b, 1.0))))
+
+
+@pytest.mark.parametrize(
+    ("dtype", "scale"),
+    [(torch.float32, 1e20), (torch.float32, 1e30), (torch.float32, 1e-30),
+     (torch.float64, 1e154), (torch.float64, 1e200), (torch.float64, 1e300), (torch.float64, 1e-300)],
+)
+def test_huge_and_tiny_features_give_the_finite_value_of_the_formula(dtype, scale):
+    """The raw ‖a‖² − 2⟨a,b⟩ + ‖b‖² overflowed (1e20 in float32, 1e154 in float64) into NaN."""
+    a, b = _rand_pair((16, 3, 2, 2), (16, 6), seed=30)
+    x = (a * scale).to(dtype)
+    got = nhsic(x, b.to(dtype))
+    expected = _np_nhsic_scaled(_np(x) / scale, scale, _np(b.to(dtype)))
+    assert torch.isfinite(got)
+    assert float(got) == pytest.approx(expected, rel=1e-3 if dtype == torch.float32 else 1e-8, abs=1e-6)
+    # the median bandwidth is scale-free (above its 1e-4 floor): the value of the unscaled batch;
+    # below the floor the samples are all but equal (K = 1) and HSIC is 0
+    want = float(hsic(a.to(dtype), b.to(dtype))) if scale >= 1 else 0.0
+    assert float(hsic(x, b.to(dtype))) == pytest.approx(want, rel=1e-3, abs=1e-6)
+
+
+@pytest.mark.parametrize("scale", [1e20, 1e154, 1e300])
+def test_gradients_stay_finite_and_correct_at_huge_scales(scale):
+    a, b = _rand_pair((10, 4), (10, 3), seed=31)
+    x = (a * scale).requires_grad_()
+    (grad,) = torch.autograd.grad(nhsic(x, b), x)
+    assert torch.isfinite(grad).all()
+    # at these scales every off-diagonal kernel entry is 0 (K = I): the value is flat in x
+    assert float(grad.abs().max()) == 0.0
+    # and on ordinary inputs the gradient is the formula's (finite differences)
+    a.requires_grad_()
+    assert torch.autograd.gradcheck(lambda t: nhsic(t, b), (a,))
+
+
+def test_scaled_distances_are_bit_identical_to_the_authors_formula_on_ordinary_inputs():
+    """Dividing by a power of two before squaring changes no bit of the kernels in range."""
+    g = torch.Generator().manual_seed(32)
+    for dtype in (torch.float32, torch.float64):
+        for bandwidth in ("scaled", "median"):
+            a = (torch.randn(20, 37, generator=g, dtype=torch.float64) * 3).to(dtype)
+            dists = pairwise_sq_dists(a)  # |‖a_i‖² − 2⟨a_i, a_j⟩ + ‖a_j‖²| on the raw values
+            if bandwidth == "scaled":
+                raw = torch.expm1(-dists / (2.0 * 5.0 * 5.0 * a.shape[1]))
+            else:
+                rows, cols = torch.tril_indices(20, 20, offset=-1)
+                med = dists[rows, cols].median()
+                s = med.clamp_min(1e-4).sqrt()
+                raw = torch.expm1(-dists / (2.0 * s * s))
+            raw = raw - raw.mean(dim=-1, keepdim=True)
+            assert torch.equal(centered_kernel(a, bandwidth=bandwidth), raw), (dtype, bandwidth)
+
+
+@pytest.mark.parametrize("fn", [nhsic, hsic])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_zero_width_features_have_zero_dependence(fn, dtype):
+    """A zero-width sample is a constant: K = 1, centred K = 0, R = 0, so the value is exactly 0."""
+    a, b = _rand_pair((12, 5), (12, 4), seed=33, dtype=dtype)
+    assert float(fn(a[:, :0], b)) == 0.0
+    assert float(fn(b, a[:, :0])) == 0.0
+    assert float(fn(a.reshape(12, 5, 1)[:, :, :0], b)) == 0.0
+
+
+@pytest.mark.parametrize("fn", [nhsic, hsic])
+def test_scalars_raise_value_error_naming_the_argument(fn):
+    with pytest.raises(ValueError, match=r"^a: expected a batch \[m, ...\] with a sample dimension, got a 0-d tensor"):
+        fn(torch.tensor(1.0), torch.tensor(2.0))
+    with pytest.raises(ValueError, match=r"^b: expected a batch"):
+        fn(torch.rand(4, 2), torch.tensor(2.0))
+
+
+@pytest.mark.parametrize("fn", [nhsic, hsic])
+def test_non_finite_inputs_are_named_on_cpu(fn):
+    a, b = torch.rand(8, 3), torch.rand(8, 2)
+    bad = a.clone()
+    bad[2, 1] = float("nan")
+    with pytest.raises(ValueError, match=r"^a: expected finite values, got NaN or inf"):
+        fn(bad, b)
+    bad[2, 1] = float("inf")
+    with pytest.raises(ValueError, match=r"^b: expected finite values, got NaN or inf"):
+        fn(b, bad)
+    assert torch.isnan(fn(bad, b, check_finite=False))  # opt-out: NaN/inf propagate
+
+
+def test_empty_batch_and_devices_are_named():
+    with pytest.raises(ValueError, match="at least 2 samples, got 0"):
+        nhsic(torch.rand(0, 3, 2), torch.rand(0, 4))
+    with pytest.raises(ValueError, match=r"^b: expected a tensor on a's device \(cpu\), got meta"):
+        nhsic(torch.rand(4, 3), torch.empty(4, 3, device="meta"))
+    with pytest.raises(ValueError, match=r"^eps: expected eps \* m <= "):
+        nhsic(torch.rand(4, 3), torch.rand(4, 3), eps=1e308)
 
 
 # --------------------------------------------------------------------------------------------

@@ -116,6 +116,39 @@ def test_schema_errors_name_the_field(tmp_path, change, field):
         LeaderboardEntry.from_json(path)
 
 
+@pytest.mark.parametrize("reported", ["abc", "56.3%", "", float("nan"), float("inf"), -5, 150, True, [], {"v": 1}])
+def test_reported_must_be_a_percentage(tmp_path, reported):
+    """Issue 11, item 2: 'reported' was stored as str(anything) ("nan", "[]", ...) and surfaced later."""
+    with pytest.raises(ValueError, match=r"field 'reported': expected a percentage"):
+        LeaderboardEntry.from_dict(CURATED | {"reported": reported}, model_name="m")
+    path = tmp_path / "model_info" / "cifar10" / "Linf" / "m.json"
+    path.parent.mkdir(parents=True)
+    path.write_text(json.dumps(CURATED | {"reported": reported}, allow_nan=True))
+    with pytest.raises(ValueError, match=r"m\.json: field 'reported'"):
+        load_entries(tmp_path)
+
+
+@pytest.mark.parametrize(
+    ("reported", "stored"), [("71.28", "71.28"), (71.28, "71.28"), (0, "0"), (" 100 ", "100"), (None, None)]
+)
+def test_reported_percentages_are_kept(reported, stored):
+    assert LeaderboardEntry.from_dict(CURATED | {"reported": reported}, model_name="m").reported == stored
+
+
+def test_loader_names_non_utf8_files_and_bad_paths(tmp_path):
+    bad = tmp_path / "model_info" / "cifar10" / "Linf" / "bin.json"
+    bad.parent.mkdir(parents=True)
+    bad.write_bytes(b'{"dataset": "\xff"}')
+    with pytest.raises(ValueError, match=r"bin\.json: not a UTF-8 JSON file"):
+        load_entries(bad)
+    with pytest.raises(ValueError, match=r"bin\.json: not a UTF-8 JSON file"):
+        load_entries(tmp_path)  # a folder scan reports it too, naming the file
+    with pytest.raises(TypeError, match=r"paths: expected a path or an iterable of paths, got int"):
+        load_entries(5)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match=r"paths: expected str or os.PathLike items, got NoneType"):
+        load_entries([None])  # type: ignore[list-item]
+
+
 def test_missing_fields_and_non_objects(tmp_path):
     data = dict(CURATED)
     del data["clean_acc"]

@@ -319,6 +319,76 @@ def test_batch_size_mismatch_raises_naming_x_or_y():
         ib_model.ib_loss(x, y[:5])
 
 
+def test_rejected_ib_loss_call_keeps_the_forward_for_the_corrected_call():
+    """Issue 11, item 1: validate first, consume after."""
+    ib_model = wrap_model(mlp(), ["2"], num_classes=10).train()
+    x, y = _batch(8)
+    out = ib_model(x)
+    with pytest.raises(ValueError, match=r"y has batch size 5, but the recorded forward had 8"):
+        ib_model.ib_loss(x, y[:5])
+    assert ib_model.num_records == 1
+    with pytest.raises(ValueError, match=r"y: labels must lie in \[0, num_classes\)"):
+        ib_model.ib_loss(x, y + 10, output=out)
+    with pytest.raises(TypeError, match=r"y: expected integer class indices .*, got dtype torch.bool"):
+        ib_model.ib_loss(x, y.bool(), output=out)
+    assert ib_model.num_records == 1
+    loss = ib_model.ib_loss(x, y, output=out)  # the corrected call finds the forward
+    assert torch.isfinite(loss) and ib_model.num_records == 0
+
+
+def test_bool_labels_are_rejected_as_by_evaluate_suite():
+    """Issue 11, item 3: the same labels are refused by ib_loss and by the evaluators."""
+    from ib_plugins.evaluation import AttackSpec, evaluate_suite
+
+    ib_model = wrap_model(mlp(), ["2"], num_classes=10).train()
+    x, y = _batch(8)
+    ib_model(x)
+    y_bool = (y % 2).bool()
+    with pytest.raises(TypeError, match=r"y: expected integer class indices .*got dtype torch.bool"):
+        ib_model.ib_loss(x, y_bool)
+    with pytest.raises(TypeError, match=r"y: expected an integer tensor of class indices, got dtype torch.bool"):
+        evaluate_suite(mlp(), x, y_bool, [AttackSpec("fgsm", "linf", 0.0, {})], progress=False)
+
+
+@pytest.mark.parametrize("convert", [lambda t: t.tolist(), lambda t: t.detach().numpy()], ids=["list", "ndarray"])
+@pytest.mark.parametrize("arg", ["x", "y", "output"])
+def test_lists_and_arrays_get_a_type_error_naming_the_argument(arg, convert):
+    """Issue 11, item 3: a TypeError naming the argument, not an AttributeError from inside."""
+    ib_model = wrap_model(mlp(), ["2"], num_classes=10).train()
+    x, y = _batch(8)
+    out = ib_model(x)
+    args = {"x": x, "y": y, "output": out}
+    args[arg] = convert(args[arg])
+    kind = "list" if isinstance(args[arg], list) else "ndarray"
+    with pytest.raises(TypeError, match=rf"^{arg}: expected .*got (a )?{kind}"):
+        ib_model.ib_loss(args["x"], args["y"], output=args["output"])
+    assert torch.isfinite(ib_model.ib_loss(x, y, output=out))  # and the forward is still there
+
+
+def test_inputs_on_another_device_are_named():
+    ib_model = wrap_model(mlp(), ["2"], num_classes=10).train()
+    x, y = _batch(8)
+    out = ib_model(x)
+    with pytest.raises(ValueError, match=r"x: expected a tensor on the device of the recorded .* \(cpu\), got meta"):
+        ib_model.ib_loss(torch.empty_like(x, device="meta"), y, output=out)
+    with pytest.raises(ValueError, match=r"y: expected a tensor on the device of the recorded .* \(cpu\), got meta"):
+        ib_model.ib_loss(x, torch.empty_like(y, device="meta"), output=out)
+
+
+def test_integer_inputs_are_fine_when_alpha_is_zero():
+    """X enters only through alpha * nHSIC(T, X): integer X (e.g. token ids) is refused only when used."""
+    net = nn.Sequential(nn.Embedding(20, 6), nn.Flatten(), nn.Linear(18, 10), nn.ReLU(), nn.Linear(10, 3))
+    tokens = torch.randint(0, 20, (8, 3), generator=torch.Generator().manual_seed(0))
+    y = torch.arange(8) % 3
+    ib_model = wrap_model(net, ["3"], alpha=0.0, num_classes=3).train()
+    out = ib_model(tokens)
+    assert torch.isfinite(ib_model.ib_loss(None, y, output=out))
+    used = wrap_model(ib_model.unwrap(), ["3"], num_classes=3).train()  # alpha = 0.008 uses X
+    out = used(tokens)
+    with pytest.raises(TypeError, match=r"x: the recorded forward's input has dtype torch.int64"):
+        used.ib_loss(None, y, output=out)
+
+
 @pytest.mark.parametrize("bad", [10, -1])
 def test_labels_outside_num_classes_raise(bad):
     ib_model = wrap_model(mlp(), ["2"], num_classes=10).train()

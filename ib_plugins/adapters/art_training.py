@@ -507,15 +507,31 @@ class IBCrossEntropyLoss(nn.CrossEntropyLoss):
 class IBPyTorchClassifier(PyTorchClassifier):
     """ART's ``PyTorchClassifier`` for an :class:`~ib_plugins.IBModel`; gives the mask its labels in ``fit``.
 
-    Identical to ``PyTorchClassifier`` (same arguments) except :meth:`fit`: when the model has a
-    channel mask, or :class:`IBAdversarialTrainer` provided the clean batch, ``fit`` runs its own
-    loop (an adapted copy of ART 1.20.1's) that enters :meth:`IBModel.labels(y_batch)
-    <ib_plugins.IBModel.labels>` around every batch, so the mask sees the labels of exactly the
-    rows it masks. Otherwise it is ART's ``fit``. Build it with :func:`make_art_classifier`.
+    It answers ART's classifier API as the ``PyTorchClassifier`` built on the *unwrapped* network
+    would, so attacks, defences, detectors and tools that take a ``PyTorchClassifier`` work on it:
+
+    * ``layer_names`` are the network's own top-level layers (not the wrapper's ``model`` and
+      ``bottleneck``), and :meth:`get_activations` takes those names, their indices, or any dotted
+      ``named_modules()`` path of the network (``"layer1.0.conv1"``, also with a ``"model."``
+      prefix); its hook lives only for the call (ART's own leaves one behind per call);
+    * :meth:`clone_for_refitting` returns a fresh ``IBPyTorchClassifier`` whose
+      :class:`IBCrossEntropyLoss` is bound to the *cloned* model, so the clone trains with the IB term;
+    * :meth:`save` writes the network's ``state_dict`` (the keys a plain classifier writes), and the
+      ``repr`` names ``art.estimators.classification.pytorch.PyTorchClassifier``, its loss and
+      optimizer as ART's does, then the IB term;
+    * predictions, ``class_gradient``, ``loss_gradient``, ``compute_loss``, preprocessing, clip
+      values, ``get_params``/``set_params`` are ART's (eval-mode forwards carry no IB term).
+
+    :meth:`fit` differs when the model has a channel mask, or :class:`IBAdversarialTrainer` provided
+    the clean batch: it runs its own loop (an adapted copy of ART 1.20.1's) that enters
+    :meth:`IBModel.labels(y_batch) <ib_plugins.IBModel.labels>` around every batch, so the mask sees
+    the labels of exactly the rows it masks. Otherwise it is ART's ``fit``. Build it with
+    :func:`make_art_classifier`.
 
     Args:
         model: the :class:`~ib_plugins.IBModel`.
         loss: the loss (usually :class:`IBCrossEntropyLoss`).
+        *args: the rest of ``PyTorchClassifier``'s positional arguments (``input_shape``, ``nb_classes``...).
         **kwargs: everything else ``PyTorchClassifier`` takes.
 
     Raises:
@@ -531,15 +547,206 @@ class IBPyTorchClassifier(PyTorchClassifier):
         True
     """
 
-    def __init__(self, model: IBModel, loss: nn.Module, **kwargs: Any) -> None:
+    def __init__(self, model: IBModel, loss: nn.Module, *args: Any, **kwargs: Any) -> None:
         _require_ib_model(model, "model")
-        super().__init__(model=model, loss=loss, **kwargs)
+        super().__init__(model, loss, *args, **kwargs)
         self._ib_clean_inputs: np.ndarray | None = None
+        # ART lists the top-level children of the model it wraps; for parity with a classifier of the
+        # plain network, those of the network inside the IBModel.
+        self._layer_names = list(model.model._modules)
 
     @property
     def ib_model(self) -> IBModel:
         """The wrapped :class:`~ib_plugins.IBModel` (same as ``self.model``)."""
         return self.model  # type: ignore[return-value]
+
+    # -- ART's classifier API, answered for the unwrapped network ----------------------------------
+    def _activation_module(self, layer: Any) -> tuple[str, nn.Module]:
+        network = self.ib_model.model
+        names = self._layer_names
+        if isinstance(layer, str):
+            key = layer
+            if key not in names and key.startswith("model."):
+                key = key[len("model."):]
+            modules = dict(network.named_modules())
+            if key in modules and key != "":
+                return key, modules[key]
+            import difflib
+
+            close = difflib.get_close_matches(layer, [n for n in modules if n], n=3)
+            hint = f"; close matches: {', '.join(map(repr, close))}" if close else ""
+            raise ValueError(
+                f"Layer name {layer} not supported: expected one of layer_names {names} or a dotted "
+                f"named_modules() path of {type(network).__name__}{hint}"
+            )
+        if isinstance(layer, (int, np.integer)) and not isinstance(layer, bool):
+            if not -len(names) <= int(layer) < len(names):
+                raise ValueError(f"layer: expected an index in [{-len(names)}, {len(names) - 1}] of layer_names "
+                                 f"{names}, got {layer}")
+            name = names[int(layer)]
+            return name, network.get_submodule(name)
+        raise TypeError("Layer must be of type str or int")
+
+    def get_activations(  # type: ignore[override]
+        self, x: np.ndarray | Tensor, layer: int | str | None = None, batch_size: int = 128, framework: bool = False
+    ) -> np.ndarray | Tensor:
+        """The output of a layer of the network for ``x``, as ART's ``get_activations``.
+
+        Args:
+            x: inputs (numpy array or tensor).
+            layer: an index into :attr:`layer_names`, one of its names, or any dotted
+                ``named_modules()`` path of the network (a ``"model."`` prefix is accepted).
+            batch_size: samples per forward.
+            framework: return the tensor (with its graph) of one forward of all of ``x``.
+
+        Returns:
+            The activations, first dimension the batch.
+
+        Raises:
+            ValueError: an unknown layer name (close matches are listed) or an index out of range.
+            TypeError: ``layer`` is neither a str nor an int.
+
+        Example:
+            >>> import torch.nn as nn
+            >>> from ib_plugins import wrap_model
+            >>> net = nn.Sequential(nn.Flatten(), nn.Linear(4, 3), nn.ReLU())
+            >>> ib = wrap_model(net, ["2"], num_classes=3)
+            >>> clf = make_art_classifier(ib, optimizer=torch.optim.SGD(ib.parameters(), lr=0.1),
+            ...                           input_shape=(4,), nb_classes=3)
+            >>> clf.layer_names, clf.get_activations(np.ones((2, 4), dtype=np.float32), "1").shape
+            (['0', '1', '2'], (2, 3))
+        """
+        from ib_plugins.wrap import _inference_modes
+
+        name, module = self._activation_module(layer)
+        x_pre, _ = self._apply_preprocessing(x=x, y=None, fit=False, no_grad=not framework)
+        captured: dict[str, Tensor] = {}
+
+        def hook(_module: nn.Module, _inputs: Any, output: Any) -> None:
+            captured[name] = output
+
+        handle = module.register_forward_hook(hook)
+        try:
+            with _inference_modes(self._model):
+                if framework:
+                    x_t = x_pre if isinstance(x_pre, Tensor) else torch.from_numpy(x_pre)
+                    self._model(x_t.to(self._device))
+                    return captured[name]
+                results = []
+                with torch.no_grad():
+                    for begin in range(0, len(x_pre), batch_size):
+                        self._model(torch.from_numpy(x_pre[begin : begin + batch_size]).to(self._device))
+                        results.append(captured[name].detach().cpu().numpy())
+        finally:
+            handle.remove()
+        return np.concatenate(results)
+
+    def clone_for_refitting(self) -> IBPyTorchClassifier:
+        """A copy to refit from scratch: same network and IB configuration, fresh weights and optimizer.
+
+        Unlike ART's (which reuses the original loss object), the clone's
+        :class:`IBCrossEntropyLoss` is bound to the *cloned* :class:`~ib_plugins.IBModel`, so fitting
+        the clone adds the IB term of its own forwards (ART's ``DeepPartitionEnsemble``, shadow
+        models and several defences clone this way).
+
+        Returns:
+            The new classifier, its weights re-initialised.
+
+        Raises:
+            ValueError: the classifier has no optimizer.
+
+        Example:
+            >>> import torch.nn as nn
+            >>> from ib_plugins import wrap_model
+            >>> ib = wrap_model(nn.Sequential(nn.Flatten(), nn.Linear(4, 3), nn.ReLU()), ["2"], num_classes=3)
+            >>> clf = make_art_classifier(ib, optimizer=torch.optim.SGD(ib.parameters(), lr=0.1),
+            ...                           input_shape=(4,), nb_classes=3)
+            >>> clone = clf.clone_for_refitting()
+            >>> clone.loss.ib_model is clone.model, clone.model is not clf.model
+            (True, True)
+        """
+        import copy
+
+        if self._optimizer is None:
+            raise ValueError("optimizer: clone_for_refitting needs the classifier's optimizer, got None")
+        model = copy.deepcopy(self.ib_model)
+        optimizer = type(self._optimizer)(model.parameters(), **self._optimizer.defaults)  # type: ignore[call-arg]
+        loss = self._loss
+        if isinstance(loss, IBCrossEntropyLoss):
+            loss = IBCrossEntropyLoss(
+                model, ib_pass=loss.ib_pass, x_for_ib=loss.x_for_ib, weight=loss.weight,
+                ignore_index=loss.ignore_index, reduction=loss.reduction, label_smoothing=loss.label_smoothing,
+            )
+        clone = type(self)(model, loss, self.input_shape, self.nb_classes, optimizer=optimizer)
+        clone.reset()
+        params = self.get_params()
+        for key in ("model", "optimizer", "loss"):  # the clone keeps its own
+            params.pop(key, None)
+        clone.set_params(**params)
+        return clone
+
+    def save(self, filename: str, path: str | None = None) -> None:
+        """Save the network's ``state_dict`` (and the optimizer's), as a plain classifier would.
+
+        The files are ``<filename>.model`` (the unwrapped network's keys, so a plain
+        ``PyTorchClassifier`` of the same network loads them) and ``<filename>.optimizer``.
+
+        Args:
+            filename: file name (without extension).
+            path: folder; None = ART's ``ART_DATA_PATH``.
+
+        Example:
+            >>> import os, tempfile, torch.nn as nn
+            >>> from ib_plugins import wrap_model
+            >>> net = nn.Sequential(nn.Flatten(), nn.Linear(4, 3))
+            >>> ib = wrap_model(net, ["1"], num_classes=3)
+            >>> clf = make_art_classifier(ib, optimizer=torch.optim.SGD(ib.parameters(), lr=0.1),
+            ...                           input_shape=(4,), nb_classes=3)
+            >>> folder = tempfile.mkdtemp()
+            >>> clf.save("m", path=folder)
+            >>> sorted(torch.load(os.path.join(folder, "m.model"), weights_only=True))
+            ['1.bias', '1.weight']
+        """
+        import os
+
+        from art import config as art_config
+
+        full_path = os.path.join(art_config.ART_DATA_PATH if path is None else path, filename)
+        os.makedirs(os.path.dirname(full_path) or ".", exist_ok=True)
+        torch.save(self.ib_model.model.state_dict(), full_path + ".model")
+        if self._optimizer is not None:
+            torch.save(self._optimizer.state_dict(), full_path + ".optimizer")
+        logger.info("Model state dict saved in path: %s.model", full_path)
+
+    def __getstate__(self) -> dict[str, Any]:
+        # ART pickles by writing the weights to a file in ART_DATA_PATH and reading it back; the
+        # IBModel's state travels inside the pickle instead (no file is written).
+        state = self.__dict__.copy()
+        state["_ib_inner_model"] = state["_model"]._model
+        for key in ("_model_wrapper", "_device", "_model"):
+            state.pop(key, None)
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        model = state.pop("_ib_inner_model")
+        self.__dict__.update(state)
+        model.eval()
+        self._model = self._make_model_wrapper(model)
+        self._device = torch.device("cuda:0" if torch.cuda.is_available() else "cpu")
+        self._model.to(self._device)
+
+    def __repr__(self) -> str:
+        loss = self._loss
+        loss_text = "CrossEntropyLoss()" if isinstance(loss, IBCrossEntropyLoss) else repr(loss)
+        ib_text = (f" + the IB term of {loss!r}" if isinstance(loss, IBCrossEntropyLoss)
+                   else " (this loss adds no IB term)")
+        return (
+            f"{self.__module__}.{type(self).__name__}, an art.estimators.classification.pytorch.PyTorchClassifier("
+            f"model={self._model}, loss={loss_text}, optimizer={self._optimizer}, input_shape={self._input_shape}, "
+            f"nb_classes={self.nb_classes}, channels_first={self.channels_first}, clip_values={self.clip_values!r}, "
+            f"preprocessing_defences={self.preprocessing_defences}, "
+            f"postprocessing_defences={self.postprocessing_defences}, preprocessing={self.preprocessing}){ib_text}"
+        )
 
     @contextmanager
     def clean_inputs(self, x_clean: np.ndarray) -> Iterator[None]:
@@ -742,6 +949,13 @@ def make_art_classifier(
     )
 
 
+# nn.Module's hook registries (torch 2.x); the proxy's copies are emptied.
+_HOOK_DICTS = (
+    "_forward_hooks", "_forward_hooks_with_kwargs", "_forward_hooks_always_called", "_forward_pre_hooks",
+    "_forward_pre_hooks_with_kwargs", "_backward_hooks", "_backward_pre_hooks",
+)
+
+
 def make_art_proxy_classifier(
     classifier: PyTorchClassifier,
     *,
@@ -751,8 +965,10 @@ def make_art_proxy_classifier(
     """A proxy classifier for AWP/OAAT: an independent hook-free copy of the same :class:`~ib_plugins.IBModel`.
 
     AWP and OAAT load the main model's ``state_dict`` into the proxy (strict), so the proxy needs
-    the identical ``IBModel`` structure. The copy has no hooks: its forwards are plain, and it
-    trains with plain cross-entropy by default (the weight perturbation then maximises CE only).
+    the identical ``IBModel`` structure. The copy has no hooks at all (neither the IBModel's nor any
+    other forward/backward hook left on the network, e.g. by ART's own ``get_activations``): its
+    forwards are plain, and it trains with plain cross-entropy by default (the weight perturbation
+    then maximises CE only).
 
     Args:
         classifier: the main classifier (its model must be an :class:`~ib_plugins.IBModel`).
@@ -779,7 +995,12 @@ def make_art_proxy_classifier(
 
     ib_model = _ib_model_of(classifier)
     proxy_model = copy.deepcopy(ib_model)  # hooks are copied consistently with the copy ...
-    proxy_model.remove_hooks()  # ... and removed from the copy only
+    proxy_model.remove_hooks()  # ... and removed from the copy only, the IBModel's ...
+    for module in proxy_model.modules():  # ... and anyone else's (on the copy's modules only)
+        for attr in _HOOK_DICTS:
+            hooks = getattr(module, attr, None)
+            if hooks:
+                hooks.clear()
     factory = optimizer_factory or (lambda params: torch.optim.SGD(params, lr=0.01))
     return PyTorchClassifier(
         proxy_model,

@@ -92,6 +92,11 @@ _SUB_ATTACKS: tuple[str, ...] = ("apgd", "apgd_targeted", "fab", "square")
 
 _STATE_FORMAT = 1
 
+#: Sub-attack attributes that count iterations, restarts, queries or target classes: int >= 1.
+#: AutoAttack loops ``range(n)`` over them, so 0 silently skips an attack and a negative or float
+#: value fails (or allocates ``[n, batch]`` buffers) only in the middle of the evaluation.
+_COUNT_ATTRS: tuple[str, ...] = ("n_iter", "n_restarts", "n_queries", "n_target_classes", "eot_iter")
+
 
 # --------------------------------------------------------------------------------------------------
 # Result
@@ -200,6 +205,33 @@ def _module_device(model: nn.Module) -> torch.device | None:
     for t in model.buffers():
         return t.device
     return None
+
+
+def _floating_dtype(model: nn.Module) -> torch.dtype | None:
+    """The dtype of the model's first floating-point parameter (or buffer); None when it has none."""
+    for t in (*model.parameters(), *model.buffers()):
+        if t.is_floating_point():
+            return t.dtype
+    return None
+
+
+class _Float32Logits(nn.Module):
+    """AutoAttack's view of a model whose parameters are not float32.
+
+    AutoAttack casts its inputs to float32 (``x.float()`` in APGD, FAB and Square) and writes float32
+    adversarial examples into its buffers, so a float64 (or half-precision) model fails inside it
+    with a dtype mismatch. This module runs the model in its own dtype on those inputs and hands
+    float32 logits back; gradients flow through both casts.
+    """
+
+    def __init__(self, model: nn.Module, dtype: torch.dtype) -> None:
+        super().__init__()
+        self.model = model
+        self.dtype = dtype
+        self.training = False  # the wrapped model's modes are managed by _inference_modes
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.model(x.to(self.dtype)).float()
 
 
 class AutoAttackCompat:
@@ -322,7 +354,10 @@ class AutoAttackCompat:
             ``x_adv``, or ``(x_adv, y_adv)`` with ``return_labels``.
 
         Raises:
-            ValueError: ``state_path`` was given.
+            ValueError: ``state_path`` was given, or an iteration count of a sub-attack
+                (``apgd.n_iter``, ``square.n_queries``, ...) is below 1 (checked before any attack
+                runs).
+            TypeError: such a count is not an int.
         """
         if state_path is not None:
             raise ValueError(
@@ -330,6 +365,7 @@ class AutoAttackCompat:
                 "attacks is saved as a string) and robustbench 1.1.1's aa_state_path branch crashes on a "
                 "bool tensor; use ib_plugins.adapters.autoattack_eval.run_autoattack(..., state_dir=...)"
             )
+        _check_sub_attack_counts(self._aa)
         with self._untouched():
             x_adv, y_adv = self._aa.run_standard_evaluation(x_orig, y_orig, batch_size=int(bs))
         return (x_adv, y_adv) if return_labels else x_adv
@@ -347,7 +383,12 @@ class AutoAttackCompat:
 
         Returns:
             ``{attack: x_adv}`` or ``{attack: (x_adv, y_adv)}``.
+
+        Raises:
+            ValueError: an iteration count of a sub-attack is below 1 (checked before any attack runs).
+            TypeError: such a count is not an int.
         """
+        _check_sub_attack_counts(self._aa)
         with self._untouched():
             adv = self._aa.run_standard_evaluation_individual(x_orig, y_orig, batch_size=int(bs))
         return {k: (v if return_labels else v[0]) for k, v in adv.items()}
@@ -386,6 +427,23 @@ def _check_int(value: object, arg: str, *, minimum: int | None = None) -> int:
     if minimum is not None and value < minimum:
         raise ValueError(f"{arg}: expected an int >= {minimum}, got {value}")
     return value
+
+
+def _check_count(value: object, arg: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{arg}: expected an int >= 1 (a count of iterations), got {type(value).__name__} {value!r}")
+    if value < 1:
+        raise ValueError(f"{arg}: expected an int >= 1 (a count of iterations), got {value}")
+    return value
+
+
+def _check_sub_attack_counts(aa: Any) -> None:
+    """Refuse non-positive iteration counts set on an adversary's sub-attacks, before anything runs."""
+    for name in _SUB_ATTACKS:
+        sub = getattr(aa, name, None)
+        for attr in _COUNT_ATTRS:
+            if sub is not None and hasattr(sub, attr):
+                _check_count(getattr(sub, attr), f"{name}.{attr}")
 
 
 def _check_choice(value: object, arg: str, valid: Sequence[str]) -> str:
@@ -431,6 +489,8 @@ def _check_attack_options(options: object) -> dict[str, dict[str, Any]]:
                 json.dumps(v)
             except TypeError as err:
                 raise TypeError(f"attack_options[{key!r}][{attr!r}]: expected a JSON value, got {type(v).__name__}") from err
+            if attr in _COUNT_ATTRS:
+                _check_count(v, f"attack_options[{key!r}][{attr!r}]")
         out[str(key)] = dict(values)
     return out
 
@@ -633,11 +693,31 @@ def _read_chunk(path: Path, fingerprint: str, size: int) -> Tensor | None:
     except (OSError, ValueError):
         logger.warning("ignoring unreadable AutoAttack chunk file %s", path)
         return None
-    flags = data.get("robust") if isinstance(data, dict) else None
-    if data.get("fingerprint") != fingerprint or not isinstance(flags, list) or len(flags) != size:
+    if not isinstance(data, dict):
+        logger.warning(
+            "ignoring AutoAttack chunk file %s: expected a JSON object, got %s; attacking the chunk again",
+            path, "null" if data is None else type(data).__name__,
+        )
+        return None
+    flags = data.get("robust")
+    if data.get("fingerprint") != fingerprint:
         logger.info("chunk file %s belongs to another evaluation; attacking the chunk again", path)
         return None
+    if not isinstance(flags, list) or len(flags) != size or not all(
+        isinstance(v, (bool, int)) and v in (0, 1) for v in flags
+    ):
+        logger.warning(
+            "ignoring AutoAttack chunk file %s: expected 'robust' to be a list of %d flags (0/1), got %s; "
+            "attacking the chunk again", path, size, _describe(flags),
+        )
+        return None
     return torch.tensor([bool(v) for v in flags], dtype=torch.bool)
+
+
+def _describe(value: object) -> str:
+    if isinstance(value, list):
+        return f"a list of {len(value)} items"
+    return "null" if value is None else type(value).__name__
 
 
 def _write_chunk(path: Path, payload: Mapping[str, Any]) -> None:
@@ -692,6 +772,14 @@ def run_autoattack(
     flags are the eval-mode predictions on the adversarial examples compared with ``y`` (what
     RobustBench's ``benchmark`` computes).
 
+    AutoAttack itself computes in float32 (it casts inputs with ``.float()``). A model with float64
+    (or half-precision) parameters is supported: the attacks see it through a cast (inputs to the
+    model's dtype, logits back to float32), and the clean and robust predictions run the model in its
+    own dtype on ``x`` cast to that dtype. ``x`` may be of any floating dtype.
+
+    A chunk file in ``state_dir`` that is not a chunk record (``[]``, ``null``, other JSON, wrong
+    flags) is ignored with a logged warning and its chunk is attacked again.
+
     Args:
         model: a classifier taking inputs in ``[0, 1]`` and returning logits ``[N, C]``.
         x: inputs ``[N, ...]`` with values in ``[0, 1]``.
@@ -721,8 +809,10 @@ def run_autoattack(
     Raises:
         ValueError: inputs outside ``[0, 1]``, ``eps <= 0``, an unknown norm/version/attack (the
             message lists the valid ones), ``version="custom"`` without ``attacks``, labels outside
-            the model's classes, or a device that differs from the model's.
-        TypeError: arguments of the wrong type.
+            the model's classes, a device that differs from the model's, or an iteration count in
+            ``attack_options`` (``n_iter``, ``n_restarts``, ``n_queries``, ``n_target_classes``,
+            ``eot_iter``) below 1.
+        TypeError: arguments of the wrong type (boolean labels, a non-integer iteration count).
         MissingOptionalDependencyError: no AutoAttack package is installed.
 
     Example:
@@ -778,6 +868,13 @@ def run_autoattack(
         state_path = Path(state_dir)
         state_path.mkdir(parents=True, exist_ok=True)
 
+    model_dtype = _floating_dtype(model)
+    # Our own predictions run the model in its dtype; AutoAttack always works in float32 (see
+    # _Float32Logits), so a float64 model and float64 inputs are cast at its boundary.
+    pred_dtype = model_dtype if model_dtype is not None else x.dtype
+    attack_model: nn.Module = model
+    if model_dtype is not None and model_dtype != torch.float32:
+        attack_model = _Float32Logits(model, model_dtype)
     n = int(x.shape[0])
     bounds = [(s, min(s + batch_size, n)) for s in range(0, n, batch_size)]
     robust = torch.zeros(n, dtype=torch.bool)
@@ -807,7 +904,7 @@ def run_autoattack(
             checks = stack.enter_context(_collect_checks())
             for index, (lo, hi) in enumerate(bounds):
                 xb, yb = x[lo:hi], y[lo:hi]
-                xd, yd = xb.to(dev), yb.to(dev)
+                xd, yd = xb.to(dev, pred_dtype), yb.to(dev)
                 logits = _predict(model, xd)
                 num_classes = int(logits.shape[1])
                 if int(yb.max()) >= num_classes:
@@ -828,18 +925,19 @@ def run_autoattack(
                         continue
                 t0 = time.perf_counter()
                 aa, upstream = _make_adversary(
-                    module, model, norm=norm, eps=eps, version=version, seed=seed, attacks=attack_list,
+                    module, attack_model, norm=norm, eps=eps, version=version, seed=seed, attacks=attack_list,
                     dev=dev, options=options,
                 )
                 final_attacks = tuple(aa.attacks_to_run)
+                xa = xd.float()  # AutoAttack computes in float32 whatever the inputs' dtype
                 with _fresh_dynamic_check(module):
                     if upstream:
-                        out = aa.run_standard_evaluation(xd, yd, bs=hi - lo)
+                        out = aa.run_standard_evaluation(xa, yd, bs=hi - lo)
                     else:
-                        out = aa.run_standard_evaluation(xd, yd, batch_size=hi - lo)
+                        out = aa.run_standard_evaluation(xa, yd, batch_size=hi - lo)
                 x_adv = out[0] if isinstance(out, tuple) else out
                 model.eval()  # an attack may have switched modes
-                flags = (_predict(model, x_adv.to(dev)).argmax(1) == yd).cpu()
+                flags = (_predict(model, x_adv.to(dev, pred_dtype)).argmax(1) == yd).cpu()
                 robust[lo:hi] = flags
                 chunks_run += 1
                 if state_path is not None:
