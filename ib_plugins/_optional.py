@@ -17,7 +17,7 @@ __all__ = ["is_available", "require"]
 #: module name -> (distribution name, pip extra)
 _KNOWN = {
     "art": ("adversarial-robustness-toolbox", "art"),
-    "torchattacks": ("torchattacks", "attacks"),
+    "torchattacks": ("torchattacks", "torchattacks"),
     "pyautoattack": ("pyautoattack", "autoattack"),
     "autoattack": ("autoattack (github.com/fra31/auto-attack)", "autoattack"),
     "robustbench": ("robustbench", "robustbench"),

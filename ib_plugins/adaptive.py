@@ -1149,6 +1149,7 @@ def run_spec(
     seed: int = 0,
     device: torch.device | str | None = None,
     progress: bool = False,
+    engine: str = "builtin",
 ) -> Tensor:
     """Run any :class:`~ib_plugins.evaluation.AttackSpec`: adaptive ones here, the rest via ``run_attack``.
 
@@ -1163,6 +1164,7 @@ def run_spec(
         seed: seed of the attack.
         device: where to run.
         progress: show tqdm bars.
+        engine: the engine of non-adaptive specs (see :func:`ib_plugins.evaluation.run_attack`).
 
     Returns:
         Adversarial examples.
@@ -1189,7 +1191,8 @@ def run_spec(
             entropic_config=entropic_config, batch_size=batch_size, device=device, progress=progress,
             **dict(spec.kwargs),
         )
-    return run_attack(model, spec, x, y, batch_size=batch_size, seed=seed, device=device, progress=progress)
+    return run_attack(model, spec, x, y, batch_size=batch_size, seed=seed, device=device, progress=progress,
+                      engine=engine)
 
 
 def _predict(model: nn.Module, x: Tensor, *, batch_size: int, dev: torch.device, seed: int = 0) -> Tensor:
@@ -1215,6 +1218,7 @@ def evaluate_specs(
     device: torch.device | str | None = None,
     progress: bool = False,
     keep_adversarial: bool = False,
+    engine: str = "builtin",
 ) -> Any:
     """Like :func:`ib_plugins.evaluation.evaluate_suite`, for a mix of torchattacks and adaptive specs.
 
@@ -1233,6 +1237,7 @@ def evaluate_specs(
         device: where to run.
         progress: show tqdm bars.
         keep_adversarial: keep the adversarial examples in the result.
+        engine: the engine of non-adaptive specs (see :func:`ib_plugins.evaluation.run_attack`).
 
     Returns:
         A :class:`~ib_plugins.evaluation.SuiteResult`.
@@ -1266,7 +1271,7 @@ def evaluate_specs(
     for spec in specs:
         start = time.perf_counter()
         adv = run_spec(model, spec, x, y, ib_config=ib_config, entropic_config=entropic_config,
-                       batch_size=batch_size, seed=seed, device=device, progress=progress)
+                       batch_size=batch_size, seed=seed, device=device, progress=progress, engine=engine)
         seconds = time.perf_counter() - start
         adv_ok = _predict(model, adv, batch_size=batch_size, dev=dev, seed=seed) == y
         results.append(_attack_result(spec, x, y, adv, clean_ok, adv_ok, seconds))
@@ -1274,5 +1279,5 @@ def evaluate_specs(
         if keep_adversarial:
             kept[spec.name] = adv
     return SuiteResult(n=int(y.shape[0]), n_clean_correct=int(clean_ok.sum()), attacks=results, seed=seed,
-                       adversarial=MappingProxyType(kept), correct=MappingProxyType(correct))
+                       adversarial=MappingProxyType(kept), correct=MappingProxyType(correct), engine=engine)
 

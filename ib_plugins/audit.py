@@ -926,6 +926,7 @@ def run_audit(
     device: str = "cpu",
     overwrite: bool = False,
     progress: bool = True,
+    engine: str = "builtin",
 ) -> AuditReport:
     """Run every gradient-masking check on a checkpoint or a model and write the report folder.
 
@@ -959,6 +960,8 @@ def run_audit(
         device: ``"cpu"`` or a CUDA device.
         overwrite: replace a report folder of a different audit.
         progress: show a tqdm bar over the audit's attacks.
+        engine: the engine of the torchattacks-described attacks the audit runs (torchattacks' CW and
+            Square): ``"builtin"`` (default) or ``"torchattacks"``.
 
     Returns:
         The :class:`AuditReport` (also written as ``audit.json``/``audit.md``/``audit.html``).
@@ -980,7 +983,7 @@ def run_audit(
         ('skip', 'skip', True)
     """
     from ib_plugins import adaptive as adp
-    from ib_plugins.evaluation import AttackSpec, _check_int, _check_xy, default_budget, run_attack
+    from ib_plugins.evaluation import AttackSpec, _check_engine, _check_int, _check_xy, default_budget, run_attack
 
     t_start = time.perf_counter()
     settings = _QUICK if quick else _FULL
@@ -994,6 +997,7 @@ def run_audit(
     from ib_plugins.training import _device
 
     device = str(_device(device))  # unknown names, meta, a missing CUDA device: a clear error now
+    engine = _check_engine(engine)
     if surrogate_epochs is not None:
         surrogate_epochs = _check_int(surrogate_epochs, "surrogate_epochs", minimum=1)
     if surrogate is True:
@@ -1087,6 +1091,7 @@ def run_audit(
         "surrogate": surrogate_info.get("source") if surrogate_model is not None else (
             "train" if surrogate is None and dataset is not None else "none"),
         "settings": {k: (list(v) if isinstance(v, tuple) else v) for k, v in settings.__dict__.items()},
+        "engine": engine,
         "train_config": train_cfg.to_dict() if train_cfg is not None else None,
     }
     out: Path | None = None
@@ -1191,17 +1196,19 @@ def run_audit(
             adv = adp.run_adaptive_attack(model, "cw-l2", x, y, steps=settings.cw_steps, c=10.0, lr=0.05,
                                           search_steps=settings.cw_search_steps, eot_samples=k, seed=seed,
                                           batch_size=batch_size, device=device)
-            threat = f"L2 unbounded, c=10, {settings.cw_steps} steps x {settings.cw_search_steps} searches"
+            threat = (f"L2 minimum-norm (corrected margin), c from 10, {settings.cw_steps} steps x "
+                      f"{settings.cw_search_steps} searches")
             cw = score("cw-l2 (corrected)", threat, adv, time.perf_counter() - t0)
         with bar.stage("CW (torchattacks)"):
             t0 = time.perf_counter()
             spec = AttackSpec("cw", "l2", None, {"c": 10.0, "kappa": 0, "steps": settings.cw_steps, "lr": 0.05})
             with warnings.catch_warnings(record=True) as caught:
                 warnings.simplefilter("always", UserWarning)
-                adv = run_attack(scored, spec, x, y, batch_size=batch_size, seed=seed, device=device, progress=False)
+                adv = run_attack(scored, spec, x, y, batch_size=batch_size, seed=seed, device=device, progress=False,
+                                 engine=engine)
             cw_note = next((str(w.message) for w in caught if "log-probabilities" in str(w.message)), None)
-            cw_ta = score("cw (torchattacks)", f"L2 unbounded, c=10, {settings.cw_steps} steps", adv,
-                          time.perf_counter() - t0)
+            cw_ta = score("cw (torchattacks)", f"fixed-c CW-L2 (torchattacks' CW), c=10, {settings.cw_steps} steps, "
+                          "lr 0.05", adv, time.perf_counter() - t0)
         numbers["cw_comparison"] = {"torchattacks_success": cw_ta["success_rate"],
                                     "corrected_success": cw["success_rate"], "note": cw_note}
         # black box
@@ -1209,7 +1216,8 @@ def run_audit(
             t0 = time.perf_counter()
             spec = AttackSpec("square", "linf", eps, {"n_queries": settings.square_queries, "n_restarts": 1,
                                                       "seed": seed}, attack="Square")
-            adv = run_attack(scored, spec, x, y, batch_size=batch_size, seed=seed, device=device, progress=False)
+            adv = run_attack(scored, spec, x, y, batch_size=batch_size, seed=seed, device=device, progress=False,
+                             engine=engine)
             square = score("square", f"L-inf eps={eps:g}, {settings.square_queries} queries (black-box)", adv,
                            time.perf_counter() - t0, main_eps=True)
         # transfer
@@ -1358,6 +1366,8 @@ def add_audit_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPar
     add("--device", default="cpu")
     add("--overwrite", action="store_true", help="replace a report folder of a different audit")
     add("--no-progress", action="store_true", help="hide the progress bar")
+    add("--engine", choices=("builtin", "torchattacks"), default="builtin",
+        help="engine of the torchattacks-described attacks (CW, Square): builtin (default) or torchattacks")
     return parser
 
 
@@ -1388,6 +1398,7 @@ def audit_command(args: argparse.Namespace) -> int:
         n=args.n, surrogate_epochs=args.surrogate_epochs, eot_samples=args.eot_samples, tol=args.tol,
         zero_tol=args.zero_tol, success_tol=args.success_tol, seed=args.seed, batch_size=args.batch_size,
         data_dir=args.data_dir, device=args.device, overwrite=args.overwrite, progress=not args.no_progress,
+        engine=args.engine,
     )
     print(report.summary())
     for check in report.checks:

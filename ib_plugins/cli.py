@@ -212,6 +212,11 @@ def _csv(text: str | None) -> list[str] | None:
     return [t.strip() for t in text.split(",") if t.strip()] if text else None
 
 
+_ENGINES = ("builtin", "torchattacks")
+_ENGINE_HELP = ("attack engine: builtin (default; plain torch with torchattacks' semantics) or torchattacks (the "
+                "upstream package, pip install 'ib-plugins[torchattacks]')")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``ib-plugins``.
 
@@ -236,6 +241,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--device", default="cpu")
     demo.add_argument("--overwrite", action="store_true", help="replace a results folder of a different run")
     demo.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    demo.add_argument("--engine", choices=_ENGINES, default="builtin", help=_ENGINE_HELP)
 
     train = sub.add_parser("train", help="train one configuration (every epoch checkpointed; --resume continues)")
     train.add_argument("--out", required=True, help="results folder")
@@ -266,6 +272,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--device", default="cpu")
     ev.add_argument("--overwrite", action="store_true")
     ev.add_argument("--no-progress", action="store_true")
+    ev.add_argument("--engine", choices=_ENGINES, default="builtin", help=_ENGINE_HELP)
 
     sel = sub.add_parser("select-layers", help="Table III procedure: IB on one layer at a time, PGD accuracy per layer")
     sel.add_argument("--dataset", default="digits")
@@ -322,6 +329,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     metrics = run_demo(
         out_dir=args.out, epochs=args.epochs or DEMO_EPOCHS, seed=args.seed, eval_n=args.eval_n,
         autoattack_n=args.autoattack_n, overwrite=args.overwrite, device=args.device, progress=not args.no_progress,
+        engine=args.engine,
     )
     print()
     _print_table(metrics["table"])
@@ -355,7 +363,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
         batch_size=args.batch_size, seed=args.seed, pgd_steps=args.pgd_steps, cw_steps=args.cw_steps,
         steps_sweep=_steps(args.steps_sweep), noise=args.noise, tendency=args.tendency, tsne_layer=args.tsne,
         expect_model=args.model, data_dir=args.data_dir, device=args.device, overwrite=args.overwrite,
-        progress=not args.no_progress,
+        progress=not args.no_progress, engine=args.engine,
     )
     print(f"clean accuracy {100 * metrics['suite']['clean_accuracy']:.2f}% on {metrics['suite']['n']} images")
     for attack in metrics["suite"]["attacks"]:

@@ -12,7 +12,7 @@ Two attack suites are registered, each with named budgets (see :func:`default_bu
   originally correctly classified** samples.
 
 :func:`evaluate_suite` reports both metrics for every attack, so either paper's tables can be
-filled from one run. :func:`run_attack` wraps one torchattacks call so that it cannot leak state:
+filled from one run. :func:`run_attack` runs one attack so that it cannot leak state:
 
 * the global torch RNG is forked and seeded locally (torchattacks' FAB/APGD/Square call
   ``torch.manual_seed`` and PGD draws its random start from the global RNG), so the caller's RNG
@@ -24,7 +24,8 @@ filled from one run. :func:`run_attack` wraps one torchattacks call so that it c
   labels are checked against the model's number of outputs;
 * the attack is built on the right device (torchattacks fixes it at construction).
 
-torchattacks is imported inside the functions that need it, matplotlib only in
+The attacks run on the built-in engine (:mod:`ib_plugins.attack_engine`, plain torch with torchattacks'
+semantics) unless ``engine="torchattacks"``; torchattacks is imported only then, matplotlib only in
 :func:`plot_accuracy_vs_steps` and tqdm (progress bars) only when present.
 
 Example:
@@ -68,6 +69,7 @@ __all__ = [
     "Budget",
     "SUITES",
     "EXTRA_ATTACKS",
+    "ENGINES",
     "list_suites",
     "list_budgets",
     "list_attacks",
@@ -677,6 +679,14 @@ def build_suite(
 # --------------------------------------------------------------------------------------------------
 
 
+#: The attack engines: ``"builtin"`` (:mod:`ib_plugins.attack_engine`) and ``"torchattacks"``.
+ENGINES = ("builtin", "torchattacks")
+
+
+def _check_engine(engine: object) -> str:
+    return _canonical(engine, arg="engine", valid=ENGINES)
+
+
 def _check_model(model: object) -> nn.Module:
     if not isinstance(model, nn.Module):
         raise TypeError(f"model: expected a torch.nn.Module, got {type(model).__name__}")
@@ -863,9 +873,16 @@ def _run_attack(
     dev: torch.device,
     progress: bool,
     checked: bool = False,
+    engine: str = "builtin",
 ) -> Tensor:
     """Attack ``x`` batch by batch; ``checked=True``: the caller already checked labels and CW outputs."""
-    ta = require("torchattacks", purpose=_PURPOSE)
+    from ib_plugins.attack_engine import is_builtin, run_builtin
+
+    use_builtin = engine == "builtin" and is_builtin(spec.attack_class)
+    if engine == "builtin" and not use_builtin:
+        logger.info("the built-in engine has no %s: running torchattacks' class", spec.attack_class)
+    ta = None if use_builtin else require("torchattacks", purpose=f"{_PURPOSE} (torchattacks' {spec.attack_class})",
+                                          extra="torchattacks")
     out: list[Tensor] = []
     with _attack_context(model, dev, seed):
         if not checked:
@@ -875,7 +892,15 @@ def _run_attack(
             _check_labels_fit(y, sample.shape[1])
             if spec.attack_class == "CW" and _looks_like_log_probs(sample):
                 warnings.warn(_CW_WARNING, UserWarning, stacklevel=3)
-        atk = _build_attack(ta, model, spec, dev, seed)
+        if use_builtin:
+            kwargs = spec.constructor_kwargs()
+            if spec.attack_class in ("FAB", "Square"):
+                kwargs.setdefault("seed", seed)
+
+            def atk(xb: Tensor, yb: Tensor) -> Tensor:
+                return run_builtin(spec.attack_class, model, xb, yb, kwargs)
+        else:
+            atk = _build_attack(ta, model, spec, dev, seed)
         for i in _batches(x.shape[0], batch_size, desc=spec.name, progress=progress):
             xb = x[i : i + batch_size].to(dev)
             yb = y[i : i + batch_size].to(dev)
@@ -894,8 +919,9 @@ def run_attack(
     seed: int = 0,
     device: torch.device | str | None = None,
     progress: bool = True,
+    engine: str = "builtin",
 ) -> Tensor:
-    """Run one torchattacks attack on ``(x, y)`` without side effects.
+    """Run one attack of a suite on ``(x, y)`` without side effects.
 
     The attack runs in eval mode, batch by batch, inside ``torch.random.fork_rng`` with the CPU
     generator (and every CUDA generator, when CUDA is in use) seeded with ``seed``; FAB gets
@@ -914,6 +940,10 @@ def run_attack(
         device: where the attack runs; ``None`` = the model's device (or ``x``'s when the model
             has no parameters). The model is never moved.
         progress: show a tqdm bar over batches (when tqdm is installed and stderr is a terminal).
+        engine: ``"builtin"`` (default): :mod:`ib_plugins.attack_engine`, plain torch with
+            torchattacks' semantics (a class it does not have runs through torchattacks);
+            ``"torchattacks"``: the upstream implementation (``pip install torchattacks``), e.g. to
+            reproduce the paper's numbers with the code it used.
 
     Returns:
         Adversarial examples, same shape, dtype and device as ``x``.
@@ -946,8 +976,9 @@ def run_attack(
     _check_model_dtype(model, x)
     batch_size = _check_int(batch_size, "batch_size", minimum=1)
     seed = _check_int(seed, "seed")
+    engine = _check_engine(engine)
     dev = _resolve_device(model, x, device)
-    return _run_attack(model, spec, x, y, batch_size=batch_size, seed=seed, dev=dev, progress=progress)
+    return _run_attack(model, spec, x, y, batch_size=batch_size, seed=seed, dev=dev, progress=progress, engine=engine)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -1094,6 +1125,8 @@ class SuiteResult:
         attacks: one :class:`AttackResult` per spec, in order.
         seed: the seed the attacks ran with.
         adversarial: ``name -> adversarial examples`` when requested (not in :meth:`to_dict`).
+        engine: the attack engine that ran the torchattacks-described attacks (``"builtin"`` or
+            ``"torchattacks"``).
         correct: per-sample results (not in :meth:`to_dict`): ``"clean"`` and each attack's name ->
             a bool tensor ``[N]``, True where the sample is classified correctly (without attack,
             or after that attack), for paired comparisons of models on the same samples.
@@ -1109,6 +1142,7 @@ class SuiteResult:
     attacks: list[AttackResult]
     seed: int = 0
     adversarial: Mapping[str, Tensor] = field(default_factory=dict, repr=False, compare=False)
+    engine: str = "builtin"
     correct: Mapping[str, Tensor] = field(default_factory=dict, repr=False, compare=False)
 
     @property
@@ -1131,18 +1165,19 @@ class SuiteResult:
         """A JSON-serialisable summary.
 
         Returns:
-            ``{"n", "n_clean_correct", "clean_accuracy", "seed", "attacks": [...]}``.
+            ``{"n", "n_clean_correct", "clean_accuracy", "seed", "engine", "attacks": [...]}``.
 
         Example:
             >>> import json
             >>> json.dumps(SuiteResult(n=2, n_clean_correct=1, attacks=[]).to_dict())
-            '{"n": 2, "n_clean_correct": 1, "clean_accuracy": 0.5, "seed": 0, "attacks": []}'
+            '{"n": 2, "n_clean_correct": 1, "clean_accuracy": 0.5, "seed": 0, "engine": "builtin", "attacks": []}'
         """
         return {
             "n": self.n,
             "n_clean_correct": self.n_clean_correct,
             "clean_accuracy": self.clean_accuracy,
             "seed": self.seed,
+            "engine": self.engine,
             "attacks": [r.to_dict() for r in self.attacks],
         }
 
@@ -1189,6 +1224,7 @@ def evaluate_suite(
     device: torch.device | str | None = None,
     progress: bool = True,
     keep_adversarial: bool = False,
+    engine: str = "builtin",
 ) -> SuiteResult:
     """Clean accuracy and, per attack, accuracy and success rate on ``(x, y)``.
 
@@ -1206,6 +1242,8 @@ def evaluate_suite(
         progress: show tqdm bars over batches.
         keep_adversarial: keep each attack's adversarial examples in
             :attr:`SuiteResult.adversarial` (on ``x``'s device).
+        engine: ``"builtin"`` (default) or ``"torchattacks"`` (see :func:`run_attack`); recorded in
+            the result.
 
     Returns:
         A :class:`SuiteResult`.
@@ -1240,6 +1278,7 @@ def evaluate_suite(
     dupes = sorted({n for n in names if names.count(n) > 1})
     if dupes:
         raise ValueError(f"specs: expected unique attack names, got duplicates {dupes}")
+    engine = _check_engine(engine)
     dev = _resolve_device(model, x, device)
     with _inference_modes(model):
         clean_pred, first_out = _predict_with_first(model, x, dev, batch_size)
@@ -1261,7 +1300,8 @@ def evaluate_suite(
             )
         else:
             adv = _run_attack(
-                model, spec, x, y, batch_size=batch_size, seed=seed, dev=dev, progress=progress, checked=True
+                model, spec, x, y, batch_size=batch_size, seed=seed, dev=dev, progress=progress, checked=True,
+                engine=engine,
             )
         if dev.type == "cuda":
             torch.cuda.synchronize(dev)
@@ -1276,7 +1316,7 @@ def evaluate_suite(
                     _pct(results[-1].success_rate))
     return SuiteResult(
         n=int(y.shape[0]), n_clean_correct=int(clean_ok.sum()), attacks=results, seed=seed,
-        adversarial=MappingProxyType(kept), correct=MappingProxyType(correct),
+        adversarial=MappingProxyType(kept), correct=MappingProxyType(correct), engine=engine,
     )
 
 
@@ -1461,6 +1501,7 @@ def accuracy_vs_steps(
     seed: int = 0,
     device: torch.device | str | None = None,
     progress: bool = True,
+    engine: str = "builtin",
 ) -> tuple[list[int], list[float]]:
     """Robust accuracy as a function of the number of attack steps (IB-RAR Fig. 3).
 
@@ -1483,6 +1524,7 @@ def accuracy_vs_steps(
         seed: seed of the attacks.
         device: where to run.
         progress: show tqdm bars.
+        engine: ``"builtin"`` or ``"torchattacks"`` (see :func:`run_attack`).
 
     Returns:
         ``(steps, accuracies)``: the step counts and accuracies in ``[0, 1]``.
@@ -1514,7 +1556,8 @@ def accuracy_vs_steps(
         else:
             spec = build_suite(suite, budget=budget, dataset=dataset, num_classes=num_classes, attacks=[attack])[0]
             spec = replace(spec, kwargs={**spec.kwargs, "steps": n})
-        res = evaluate_suite(model, x, y, [spec], batch_size=batch_size, seed=seed, device=device, progress=progress)
+        res = evaluate_suite(model, x, y, [spec], batch_size=batch_size, seed=seed, device=device, progress=progress,
+                             engine=engine)
         accs.append(res.attacks[0].accuracy)
     return step_list, accs
 

@@ -194,6 +194,7 @@ def evaluate_checkpoint(
     device: str = "cpu",
     overwrite: bool = False,
     progress: bool = True,
+    engine: str = "builtin",
 ) -> dict[str, Any]:
     """Evaluate a trained checkpoint with an attack suite and write a results folder.
 
@@ -217,6 +218,8 @@ def evaluate_checkpoint(
         device: ``"cpu"`` or a CUDA device.
         overwrite: replace a results folder of a different evaluation.
         progress: show progress bars.
+        engine: the attack engine, ``"builtin"`` (default) or ``"torchattacks"`` (see
+            :func:`ib_plugins.evaluation.run_attack`); recorded in ``config.json`` and the results.
 
     Returns:
         The metrics written to ``metrics.json``.
@@ -235,6 +238,7 @@ def evaluate_checkpoint(
     _check_count("seed", seed, minimum=0)
     _check_count("pgd_steps", pgd_steps, optional=True)
     _check_count("cw_steps", cw_steps, optional=True)
+    engine = ev._check_engine(engine)
     model, train_cfg, ckpt = load_model_from_checkpoint(checkpoint, map_location=device, expect_model=expect_model)
     from ib_plugins.data import get_dataset_info
 
@@ -275,13 +279,14 @@ def evaluate_checkpoint(
         "noise": noise,
         "tendency": tendency,
         "tsne_layer": tsne_layer,
+        "engine": engine,
     }
     out = Path(out_dir) if out_dir is not None else Path(checkpoint).parent / f"eval-{suite}-{budget_name}"
     prepare_results_dir(out, eval_config, overwrite=overwrite)
     t0 = time.perf_counter()
     result = ev.evaluate_suite(
         model, x, y, specs, batch_size=batch_size, seed=seed, device=device, progress=progress,
-        keep_adversarial=tendency is not None,
+        keep_adversarial=tendency is not None, engine=engine,
     )
     metrics: dict[str, Any] = {"suite": result.to_dict(), "model": train_cfg.model, "dataset": train_cfg.dataset}
     md = [f"# {md_text(suite)} suite ({md_text(budget_name)}) on {md_text(train_cfg.dataset)} / "
@@ -290,6 +295,7 @@ def evaluate_checkpoint(
         steps, accs = ev.accuracy_vs_steps(
             model, x, y, steps=list(steps_sweep), suite=suite, budget=budget, dataset=train_cfg.dataset,
             num_classes=info.num_classes, batch_size=batch_size, seed=seed, device=device, progress=progress,
+            engine=engine,
         )
         metrics["accuracy_vs_steps"] = {"steps": steps, "accuracy": accs}
         ev.plot_accuracy_vs_steps({train_cfg.method: (steps, accs)}, out / "accuracy_vs_steps.png")
@@ -530,6 +536,7 @@ def run_demo(
     overwrite: bool = False,
     device: str = "cpu",
     progress: bool = True,
+    engine: str = "builtin",
 ) -> dict[str, Any]:
     """The main job: CE versus IB-RAR (robust layers + channel mask) on scikit-learn's digits.
 
@@ -548,6 +555,7 @@ def run_demo(
         overwrite: replace a folder of a different demo run (and its leaderboard model-info files).
         device: device.
         progress: show progress bars.
+        engine: the attack engine of the suite, ``"builtin"`` (default) or ``"torchattacks"``.
 
     Returns:
         The metrics written to ``metrics.json``.
@@ -558,13 +566,17 @@ def run_demo(
     _device(device)
     _check_count("eval_n", eval_n, optional=True)
     _check_count("autoattack_n", autoattack_n, minimum=0)
+    from ib_plugins.evaluation import _check_engine
+
+    engine = _check_engine(engine)
     runs = {
         "CE": TrainConfig(epochs=epochs, batch_size=50, seed=seed, device=device),
         "IB-RAR": TrainConfig(epochs=epochs, batch_size=50, seed=seed, device=device, ib=True, ib_layers="robust", mask="code"),
     }
     for run_config in runs.values():
         resolve_config(run_config)  # epochs, seed and device, before anything is written
-    config = {"kind": "demo", "runs": {k: v.to_dict() for k, v in runs.items()}, "eval_n": eval_n, "autoattack_n": autoattack_n}
+    config = {"kind": "demo", "runs": {k: v.to_dict() for k, v in runs.items()}, "eval_n": eval_n, "autoattack_n": autoattack_n,
+              "engine": engine}
     out = Path(out_dir)
     x, y = _test_tensors("digits", data_dir=None, n=eval_n, seed=seed)
     prepare_results_dir(out, config, overwrite=overwrite)
@@ -579,7 +591,8 @@ def run_demo(
         trainer = Trainer(cfg, out_dir=out / name.lower(), resume="auto", overwrite=overwrite, progress=progress)
         final = trainer.fit()
         model = trainer.eval_model().eval()
-        suite_results[name] = ev.evaluate_suite(model, x, y, specs, seed=seed, device=device, progress=progress)
+        suite_results[name] = ev.evaluate_suite(model, x, y, specs, seed=seed, device=device, progress=progress,
+                                                engine=engine)
         results[name] = {"train": final, "suite": suite_results[name].to_dict()}
         if autoattack_n > 0:
             from ib_plugins.adapters.robustbench_eval import evaluate_for_leaderboard

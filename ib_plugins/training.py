@@ -55,7 +55,6 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ib_plugins._markdown import md_cell, md_code, md_text
-from ib_plugins._optional import require
 from ib_plugins.errors import IBPluginsError
 from ib_plugins.wrap import IBModel, wrap_model
 
@@ -669,11 +668,13 @@ def _null_context() -> Iterator[None]:
 
 
 class TrainingAttack:
-    """The training-time L∞ PGD: torchattacks' ``PGD`` run in eval mode, as the authors did.
+    """The training-time L∞ PGD: torchattacks' ``PGD`` semantics, run in eval mode, as the authors did.
 
-    The model's train/eval flags are restored afterwards even if the attack raises (torchattacks
-    itself does not), and an :class:`~ib_plugins.IBModel` records nothing during the attack.
-    Random starts draw from the global RNG, which the :class:`Trainer` owns inside a forked RNG.
+    The attack is :func:`ib_plugins.attack_engine.pgd` (plain torch, the same steps and random
+    start as torchattacks' ``PGD``; torchattacks is not needed). The model's train/eval flags are
+    restored afterwards even if the attack raises, and an :class:`~ib_plugins.IBModel` records
+    nothing during the attack. Random starts draw from the global RNG, which the :class:`Trainer`
+    owns inside a forked RNG.
 
     Args:
         model: the model being trained.
@@ -692,14 +693,16 @@ class TrainingAttack:
     """
 
     def __init__(self, model: nn.Module, *, eps: float, alpha: float, steps: int, random_start: bool = True) -> None:
-        torchattacks = require("torchattacks", purpose="adversarial training in ib_plugins.training")
         self.model = model
-        self.attack = torchattacks.PGD(model, eps=eps, alpha=alpha, steps=steps, random_start=random_start)
+        self.eps, self.alpha, self.steps, self.random_start = eps, alpha, steps, random_start
 
     def __call__(self, x: Tensor, y: Tensor) -> Tensor:
         """Return adversarial examples for ``(x, y)``."""
+        from ib_plugins.attack_engine import pgd
+
         with _eval_mode(self.model), _no_record(self.model):
-            return self.attack(x, y).detach()
+            return pgd(self.model, x, y, eps=self.eps, alpha=self.alpha, steps=self.steps,
+                       random_start=self.random_start).detach()
 
 
 def kl_pgd(
