@@ -561,7 +561,9 @@ class AttackTarget:
     epoch: int = 0
 
 
-def load_attack_target(checkpoint: PathLike, *, map_location: str | torch.device = "cpu") -> AttackTarget:
+def load_attack_target(
+    checkpoint: PathLike, *, map_location: str | torch.device = "cpu", weights: str = "raw"
+) -> AttackTarget:
     """Load a checkpoint's network and its defence configuration (IB layers/weights, entropic values).
 
     The checkpoint stores the plain network under ``"model"`` and the resolved
@@ -572,6 +574,8 @@ def load_attack_target(checkpoint: PathLike, *, map_location: str | torch.device
     Args:
         checkpoint: a ``checkpoint.pt`` written by :class:`~ib_plugins.training.Trainer`.
         map_location: device of the tensors.
+        weights: ``"raw"`` (the trained weights) or ``"ema"`` (their exponential moving average,
+            when the run kept one; see :func:`ib_plugins.training.load_model_from_checkpoint`).
 
     Returns:
         The :class:`AttackTarget`.
@@ -588,7 +592,7 @@ def load_attack_target(checkpoint: PathLike, *, map_location: str | torch.device
     """
     from ib_plugins.training import load_model_from_checkpoint
 
-    model, config, ckpt = load_model_from_checkpoint(checkpoint, map_location=map_location)
+    model, config, ckpt = load_model_from_checkpoint(checkpoint, map_location=map_location, weights=weights)
     target = AttackTarget(model=model, config=config, checkpoint=str(checkpoint), epoch=int(ckpt.get("epoch", 0)))
     if config.ib or config.method == "hbar":
         target.ib_config = resolve_ib_config(model, config)

@@ -61,8 +61,7 @@ import os
 import tempfile
 import time
 import warnings
-from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Union
@@ -95,6 +94,7 @@ __all__ = [
     "train_surrogate",
     "run_audit",
     "add_audit_arguments",
+    "add_model_factory_arguments",
     "audit_command",
 ]
 
@@ -838,10 +838,16 @@ def train_surrogate(
 
 def _num_outputs(model: nn.Module, x: Tensor, dev: torch.device) -> int:
     cuda = [dev.index or 0] if dev.type == "cuda" else []
-    with torch.no_grad(), torch.random.fork_rng(devices=cuda), _inference_modes(model):
-        out = model(x[:2].to(dev))
+    try:
+        with torch.no_grad(), torch.random.fork_rng(devices=cuda), _inference_modes(model):
+            out = model(x[:2].to(dev))
+    except (RuntimeError, ValueError, TypeError, IndexError) as err:  # e.g. a user's model for other input sizes
+        reason = " ".join(str(err).split())[:300]
+        raise ValueError(f"model: the forward fails on the test inputs of shape {list(x[:2].shape)} "
+                         f"({type(err).__name__}: {reason})") from err
     if not isinstance(out, Tensor) or out.dim() != 2:
-        raise TypeError(f"model: expected the forward to return logits [N, num_classes], got {type(out).__name__}")
+        got = list(out.shape) if isinstance(out, Tensor) else type(out).__name__
+        raise TypeError(f"model: expected the forward to return logits [N, num_classes], got {got}")
     return int(out.shape[1])
 
 
@@ -853,27 +859,18 @@ def _max_diff(model: nn.Module, x: Tensor, dev: torch.device) -> float:
 
 
 class _Progress:
+    """The audit's bar over its attacks and checks (tqdm on a terminal, plain lines elsewhere)."""
+
     def __init__(self, total: int, enabled: bool) -> None:
-        self.bar = None
-        if enabled:
-            from ib_plugins._optional import is_available, require
+        from ib_plugins._progress import PhaseProgress
 
-            if is_available("tqdm"):
-                self.bar = require("tqdm", purpose="ib_plugins.audit").tqdm(total=total, desc="audit", unit="attack",
-                                                                           disable=None)
+        self._phases = PhaseProgress(total=total, desc="audit", enabled=enabled, unit="step", logger=logger)
 
-    @contextmanager
-    def stage(self, name: str) -> Iterator[None]:
-        if self.bar is not None:
-            self.bar.set_postfix_str(name)
-        logger.info("audit: %s", name)
-        yield
-        if self.bar is not None:
-            self.bar.update(1)
+    def stage(self, name: str) -> Any:
+        return self._phases.phase(name)
 
     def close(self) -> None:
-        if self.bar is not None:
-            self.bar.close()
+        self._phases.close()
 
 
 def _plot_curve(xs: Sequence[float], accs: Sequence[float], path: Path, *, xlabel: str, title: str,
@@ -927,6 +924,8 @@ def run_audit(
     overwrite: bool = False,
     progress: bool = True,
     engine: str = "builtin",
+    name: str | None = None,
+    ema: bool = False,
 ) -> AuditReport:
     """Run every gradient-masking check on a checkpoint or a model and write the report folder.
 
@@ -962,6 +961,10 @@ def run_audit(
         progress: show a tqdm bar over the audit's attacks.
         engine: the engine of the torchattacks-described attacks the audit runs (torchattacks' CW and
             Square): ``"builtin"`` (default) or ``"torchattacks"``.
+        ema: audit a checkpoint's exponential moving average of the weights (runs with
+            ``ema_decay``) instead of its raw weights.
+        name: how the report names the audited model (default: the checkpoint path, or the model's
+            class name).
 
     Returns:
         The :class:`AuditReport` (also written as ``audit.json``/``audit.md``/``audit.html``).
@@ -1002,6 +1005,8 @@ def run_audit(
         surrogate_epochs = _check_int(surrogate_epochs, "surrogate_epochs", minimum=1)
     if surrogate is True:
         surrogate = None
+    if name is not None and (not isinstance(name, str) or not name.strip()):
+        raise ValueError(f"name: expected a non-empty string or None, got {name!r}")
 
     # -- the target ----------------------------------------------------------------------------
     train_cfg = None
@@ -1015,7 +1020,7 @@ def run_audit(
         if entropic_config is not None:
             ent_cfg = adp.resolve_entropic_config(model, entropic_config)
     elif isinstance(checkpoint_or_model, (str, os.PathLike)):
-        target = adp.load_attack_target(checkpoint_or_model, map_location=device)
+        target = adp.load_attack_target(checkpoint_or_model, map_location=device, weights="ema" if ema else "raw")
         model, train_cfg = target.model, target.config
         target_name = str(checkpoint_or_model)
         dataset = dataset or train_cfg.dataset
@@ -1026,6 +1031,8 @@ def run_audit(
     else:
         raise TypeError(f"checkpoint_or_model: expected a checkpoint path or a torch.nn.Module, got "
                         f"{type(checkpoint_or_model).__name__}")
+    if name is not None:
+        target_name = name
     dev = torch.device(device)
 
     # -- the data ------------------------------------------------------------------------------
@@ -1092,6 +1099,7 @@ def run_audit(
             "train" if surrogate is None and dataset is not None else "none"),
         "settings": {k: (list(v) if isinstance(v, tuple) else v) for k, v in settings.__dict__.items()},
         "engine": engine,
+        "ema_weights": bool(ema),
         "train_config": train_cfg.to_dict() if train_cfg is not None else None,
     }
     out: Path | None = None
@@ -1327,6 +1335,49 @@ def _floats(text: str) -> list[float]:
         raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from err
 
 
+def _json_object(text: str) -> dict[str, Any]:
+    """argparse type: a JSON object with string keys, e.g. ``'{"num_classes": 10}'``."""
+    try:
+        value = json.loads(text)
+    except (ValueError, RecursionError):
+        value = None
+    if not isinstance(value, dict):
+        shown = repr(text) if len(text) <= 60 else repr(text[:60]) + "..."
+        raise argparse.ArgumentTypeError(f"expected a JSON object such as '{{\"num_classes\": 10}}', got {shown}")
+    return value
+
+
+def add_model_factory_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """Add ``--model-factory``, ``--weights``, ``--factory-kwargs`` and ``--dataset`` (a user's model as code).
+
+    ``ib-plugins evaluate`` and ``ib-plugins audit`` take them instead of a checkpoint; see
+    :func:`ib_plugins.experiments.load_model_from_factory`.
+
+    Args:
+        parser: the (sub)parser.
+
+    Returns:
+        The same parser.
+
+    Example:
+        >>> p = add_model_factory_arguments(argparse.ArgumentParser())
+        >>> a = p.parse_args(["--model-factory", "nets.py:cnn", "--factory-kwargs", '{"num_classes": 10}'])
+        >>> a.model_factory, a.factory_kwargs, a.weights
+        ('nets.py:cnn', {'num_classes': 10}, None)
+    """
+    add = parser.add_argument
+    add("--model-factory", default=None, metavar="MODULE:FUNCTION",
+        help="instead of a checkpoint, your own model: 'package.module:function' (importable from the current folder "
+             "or PYTHONPATH) or 'path/to/file.py:function', called to build it; needs --dataset")
+    add("--weights", default=None, metavar="FILE",
+        help="state_dict for --model-factory (torch.save(model.state_dict(), FILE); read with weights_only=True; a "
+             "checkpoint dict with a 'model' entry and an IBModel's 'model.' prefix are understood)")
+    add("--factory-kwargs", type=_json_object, default=None, metavar="JSON",
+        help="keyword arguments of the factory as a JSON object, e.g. '{\"num_classes\": 10}'")
+    add("--dataset", default=None, help="test set of the --model-factory model, e.g. cifar10 (inputs in [0, 1])")
+    return parser
+
+
 def add_audit_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     """Add the ``ib-plugins audit`` arguments to a (sub)parser; :func:`audit_command` runs them.
 
@@ -1343,9 +1394,11 @@ def add_audit_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPar
         ('ckpt.pt', True, [0.0, 0.1, 0.5], None)
     """
     add = parser.add_argument
-    add("checkpoint", help="checkpoint.pt written by 'ib-plugins train' (or the demo)")
+    add("checkpoint", nargs="?", default=None,
+        help="checkpoint.pt written by 'ib-plugins train' (or the demo); or use --model-factory")
     add("--quick", action="store_true", help="CI setting: 100 images, short grids, few steps (~1 min on 2 CPU cores)")
-    add("--out", default=None, help="report folder (default: <checkpoint folder>/audit or audit-quick)")
+    add("--out", default=None,
+        help="report folder (default: <checkpoint or --weights folder>/audit or audit-quick)")
     add("--eps", type=float, default=None, help="main L-inf radius (default: the dataset's IB-RAR budget)")
     add("--eps-grid", type=_floats, default=None,
         help="radii of the accuracy-vs-eps curve, strictly increasing, e.g. 0,0.05,0.1,0.2,0.5")
@@ -1368,6 +1421,8 @@ def add_audit_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPar
     add("--no-progress", action="store_true", help="hide the progress bar")
     add("--engine", choices=("builtin", "torchattacks"), default="builtin",
         help="engine of the torchattacks-described attacks (CW, Square): builtin (default) or torchattacks")
+    add("--ema", action="store_true", help="audit the checkpoint's averaged weights (a run trained with --ema-decay)")
+    add_model_factory_arguments(parser)
     return parser
 
 
@@ -1389,16 +1444,34 @@ def audit_command(args: argparse.Namespace) -> int:
         ...     print(type(err).__name__)
         CheckpointError
     """
-    out = args.out or str(Path(args.checkpoint).parent / ("audit-quick" if args.quick else "audit"))
+    from ib_plugins.experiments import _check_model_source
+
+    factory = getattr(args, "model_factory", None)
+    _check_model_source(args.checkpoint, model_factory=factory, weights=getattr(args, "weights", None),
+                        factory_kwargs=getattr(args, "factory_kwargs", None), dataset=getattr(args, "dataset", None))
+    target: Any = args.checkpoint
+    name = None
+    folder = Path(args.checkpoint).parent if args.checkpoint is not None else Path()
+    if factory is not None:
+        from ib_plugins.experiments import _dataset_info, load_model_from_factory
+        from ib_plugins.training import _device
+
+        _dataset_info(args.dataset)  # an unknown dataset is named before any user code runs
+        _device(args.device)
+        target = load_model_from_factory(factory, weights=args.weights, factory_kwargs=args.factory_kwargs,
+                                         map_location=args.device)
+        name = factory
+        folder = Path(args.weights).parent if args.weights is not None else Path()
+    out = args.out or str(folder / ("audit-quick" if args.quick else "audit"))
     surrogate: Any = args.surrogate
     if isinstance(surrogate, str) and surrogate.lower() == "none":
         surrogate = False
     report = run_audit(
-        args.checkpoint, out_dir=out, quick=args.quick, eps_grid=args.eps_grid, surrogate=surrogate, eps=args.eps,
-        n=args.n, surrogate_epochs=args.surrogate_epochs, eot_samples=args.eot_samples, tol=args.tol,
-        zero_tol=args.zero_tol, success_tol=args.success_tol, seed=args.seed, batch_size=args.batch_size,
-        data_dir=args.data_dir, device=args.device, overwrite=args.overwrite, progress=not args.no_progress,
-        engine=args.engine,
+        target, out_dir=out, quick=args.quick, dataset=getattr(args, "dataset", None), name=name,
+        eps_grid=args.eps_grid, surrogate=surrogate, eps=args.eps, n=args.n, surrogate_epochs=args.surrogate_epochs,
+        eot_samples=args.eot_samples, tol=args.tol, zero_tol=args.zero_tol, success_tol=args.success_tol,
+        seed=args.seed, batch_size=args.batch_size, data_dir=args.data_dir, device=args.device,
+        overwrite=args.overwrite, progress=not args.no_progress, engine=args.engine, ema=args.ema,
     )
     print(report.summary())
     for check in report.checks:

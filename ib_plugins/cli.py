@@ -53,7 +53,21 @@ _TRAIN_HELP = {
     "amp": "mixed precision: bf16 or fp16 (torch.autocast; fp16 adds a GradScaler; HSIC stays float32)",
     "train_limit": "train on a stratified subset of N images",
     "test_limit": "test on a stratified subset of N images",
+    "device": "auto (CUDA when available, else cpu), cpu, cuda, cuda:N; config.json records the device used",
+    "schedule": "learning-rate schedule, per epoch: step (StepLR), multistep (MultiStepLR at --milestones), "
+                "cosine (CosineAnnealingLR to 0 over the epochs after the warm-up) or none",
+    "milestones": "comma-separated epochs at whose end the multistep schedule multiplies the rate by --gamma, "
+                  "counted from the start of training, e.g. 75,90",
+    "warmup_epochs": "linear warm-up over N epochs (LinearLR + SequentialLR) before the schedule",
+    "ema_decay": "keep an exponential moving average of the weights with decay D in (0, 1), e.g. 0.999, saved "
+                 "as model_ema beside the raw weights",
+    "robust_val_every": "every K epochs (and at the last), PGD accuracy on a validation split held out of the "
+                        "training images; keeps checkpoint_best.pt by robust accuracy",
+    "val_size": "images held out of the training set for --robust-val-every (default: 10%%, at most 1000)",
+    "tensorboard": "also log every epoch's metrics to this TensorBoard folder (needs the tensorboard package)",
 }
+# TrainConfig fields whose None means "off" (not "from the preset").
+_TRAIN_OFF_BY_DEFAULT = ("warmup_epochs", "ema_decay", "robust_val_every", "tensorboard")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -137,7 +151,10 @@ def _add_train_options(parser: argparse.ArgumentParser) -> None:
         help_text = _TRAIN_HELP.get(field.name, field.name.replace("_", " "))
         if field.name == "amp":
             default_text = "off, float32"
-        help_text += f" (default: {default_text if default_text is not None else 'from the preset'})"
+        elif field.name in _TRAIN_OFF_BY_DEFAULT:
+            default_text = "off"
+        if field.name not in ("milestones", "val_size"):  # their text says it
+            help_text += f" (default: {default_text if default_text is not None else 'from the preset'})"
         if is_bool:
             parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=help_text)
         else:
@@ -251,9 +268,11 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--no-progress", action="store_true")
     _add_train_options(train)
 
-    ev = sub.add_parser("evaluate", help="attack a checkpoint with the IB-RAR or entropic suite")
-    ev.add_argument("checkpoint", help="checkpoint.pt written by 'ib-plugins train'")
-    ev.add_argument("--out", help="results folder (default: next to the checkpoint)")
+    ev = sub.add_parser("evaluate", help="attack a checkpoint (or your own model: --model-factory) with the IB-RAR or "
+                                         "entropic suite")
+    ev.add_argument("checkpoint", nargs="?", default=None,
+                    help="checkpoint.pt written by 'ib-plugins train'; or use --model-factory")
+    ev.add_argument("--out", help="results folder (default: next to the checkpoint, or to the --weights file)")
     ev.add_argument("--suite", default="ibrar", help="ibrar (PGD, CW, FGSM, FAB, NIFGSM) or entropic")
     ev.add_argument("--budget", help="ibrar-code or paper (default: the suite's default)")
     ev.add_argument("--attacks", type=_names, help="comma-separated subset of the suite")
@@ -273,6 +292,13 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--overwrite", action="store_true")
     ev.add_argument("--no-progress", action="store_true")
     ev.add_argument("--engine", choices=_ENGINES, default="builtin", help=_ENGINE_HELP)
+    ev.add_argument("--ema", action="store_true",
+                    help="evaluate the checkpoint's averaged weights (a run trained with --ema-decay)")
+    ev.add_argument("--autoattack-n", type=_count(0), default=0,
+                    help="also run standard AutoAttack (Linf, the suite's eps) on the first N evaluated images")
+    from ib_plugins.audit import add_model_factory_arguments
+
+    add_model_factory_arguments(ev)
 
     sel = sub.add_parser("select-layers", help="Table III procedure: IB on one layer at a time, PGD accuracy per layer")
     sel.add_argument("--dataset", default="digits")
@@ -293,19 +319,45 @@ def build_parser() -> argparse.ArgumentParser:
     sel.add_argument("--overwrite", action="store_true")
     sel.add_argument("--no-progress", action="store_true")
 
-    rep = sub.add_parser("report", help="side-by-side markdown table of evaluation results folders")
-    rep.add_argument("results", nargs="+", help="results folders (with metrics.json)")
-    rep.add_argument("--out", help="write the table to this markdown file as well")
+    rep = sub.add_parser(
+        "report",
+        help="side-by-side markdown table of evaluation results folders; for training run folders (with "
+             "history.json) a summary row and the information-plane plot (information_plane.png in the run folder)",
+    )
+    rep.add_argument("results", nargs="+", help="results folders: of 'ib-plugins evaluate' (with metrics.json) or "
+                                                "of 'ib-plugins train' (with history.json)")
+    rep.add_argument("--out", help="write the table(s) to this markdown file as well")
 
     audit = sub.add_parser("audit", help="gradient-masking checks and adaptive attacks on a checkpoint (report folder)")
     from ib_plugins.audit import add_audit_arguments
 
     add_audit_arguments(audit)
 
-    lb = sub.add_parser("leaderboard", help="render RobustBench-style leaderboard.md/.html from model-info JSON files")
-    lb.add_argument("results", nargs="+", help="model-info JSON files or folders holding them")
-    lb.add_argument("--out", default=".", help="folder for leaderboard.md and leaderboard.html")
+    lb = sub.add_parser("leaderboard", help="render RobustBench-style leaderboard.md/.html from model-info JSON files, "
+                                            "or (--submission) RobustBench's new-model issue for one entry")
+    lb.add_argument("results", nargs="*", help="model-info JSON files or folders holding them")
+    lb.add_argument("--out", default=None,
+                    help="folder for leaderboard.md and leaderboard.html (default: the current folder); with "
+                         "--submission, the file to write the issue text to (default: print it)")
     lb.add_argument("--title", default="ib-plugins leaderboard")
+    lb.add_argument("--submission", metavar="ENTRY.json", default=None,
+                    help="print the text of RobustBench's 'New Model(s)' issue filled from this model-info file")
+
+    rp = sub.add_parser("reproduce", help="a grid of train + evaluate cells (datasets x models x methods x +-IB-RAR x "
+                                          "seeds) with a report of mean +- std and paired differences")
+    rp.add_argument("grid", nargs="?", help="a built-in grid (see --list) or a JSON/YAML grid file")
+    rp.add_argument("--out", help="the grid's folder (cells/, report.md/.json/.html)")
+    rp.add_argument("--list", action="store_true", help="list the built-in grids and exit")
+    rp.add_argument("--workers", type=_count(1), default=1, help="run cells in N processes (one GPU each when several)")
+    rp.add_argument("--seeds", type=_count(1), help="use only the first N seeds of the grid")
+    rp.add_argument("--cell", action="append", default=None, metavar="KEY",
+                    help="run only this cell (repeatable; e.g. one per scheduler task)")
+    rp.add_argument("--print-commands", action="store_true",
+                    help="write each cell's config and print the plain train/evaluate commands instead of running")
+    rp.add_argument("--report-only", action="store_true", help="only collect the finished cells into the report")
+    rp.add_argument("--device", default="cpu")
+    rp.add_argument("--data-dir")
+    rp.add_argument("--no-progress", action="store_true")
     return parser
 
 
@@ -325,7 +377,8 @@ def _cmd_demo(args: argparse.Namespace) -> int:
         # spinning OpenMP threads slow it down many times over; OMP_NUM_THREADS overrides this.
         torch.set_num_threads(1)
     t0 = time.perf_counter()
-    print(f"ib-plugins demo: training CE and IB-RAR on scikit-learn digits, then attacking both; results in {args.out}/")
+    print(f"ib-plugins demo: training CE and IB-RAR on scikit-learn digits, then attacking both; results in {args.out}/",
+          flush=True)  # before the progress lines on stderr, also when both go into one pipe
     metrics = run_demo(
         out_dir=args.out, epochs=args.epochs or DEMO_EPOCHS, seed=args.seed, eval_n=args.eval_n,
         autoattack_n=args.autoattack_n, overwrite=args.overwrite, device=args.device, progress=not args.no_progress,
@@ -359,12 +412,16 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     from ib_plugins.experiments import evaluate_checkpoint
 
     metrics = evaluate_checkpoint(
-        args.checkpoint, out_dir=args.out, suite=args.suite, budget=args.budget, attacks=_csv(args.attacks), n=args.n,
-        batch_size=args.batch_size, seed=args.seed, pgd_steps=args.pgd_steps, cw_steps=args.cw_steps,
+        args.checkpoint, model_factory=args.model_factory, weights=args.weights, factory_kwargs=args.factory_kwargs,
+        dataset=args.dataset, out_dir=args.out, suite=args.suite, budget=args.budget, attacks=_csv(args.attacks),
+        n=args.n, batch_size=args.batch_size, seed=args.seed, pgd_steps=args.pgd_steps, cw_steps=args.cw_steps,
         steps_sweep=_steps(args.steps_sweep), noise=args.noise, tendency=args.tendency, tsne_layer=args.tsne,
         expect_model=args.model, data_dir=args.data_dir, device=args.device, overwrite=args.overwrite,
-        progress=not args.no_progress, engine=args.engine,
+        progress=not args.no_progress, engine=args.engine, autoattack_n=args.autoattack_n, ema=args.ema,
     )
+    out = Path(metrics["out_dir"])
+    _print_table((out / "results.md").read_text(encoding="utf-8"))
+    print()
     print(f"clean accuracy {100 * metrics['suite']['clean_accuracy']:.2f}% on {metrics['suite']['n']} images")
     for attack in metrics["suite"]["attacks"]:
         line = (f"  {attack['name']:<10} accuracy {100 * attack['accuracy']:6.2f}%   "
@@ -373,6 +430,11 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
             median = attack.get("median_l2_success")
             line += f"   median L2 of successes {'-' if median is None else f'{median:.3g}'}   [{attack['description']}]"
         print(line)
+    if "autoattack" in metrics:
+        aa = metrics["autoattack"]
+        print(f"  AutoAttack robust accuracy {100 * aa['robust_accuracy']:6.2f}% on the first {aa['n']} images")
+    written = sorted(p.name for p in out.iterdir() if p.is_file())
+    print(f"\nResults in {out}/: {', '.join(written)}")
     return 0
 
 
@@ -432,7 +494,10 @@ def _report_rows(folder: str) -> tuple[float, dict[str, Any]]:
         raise ValueError(f"results: expected a folder written by 'ib-plugins evaluate', got the file {folder}")
     path = p / "metrics.json"
     if not path.is_file():
-        raise FileNotFoundError(f"results: {folder} has no metrics.json (expected a folder written by {_EVALUATE})")
+        raise FileNotFoundError(
+            f"results: {folder} has no metrics.json (expected a folder written by {_EVALUATE}, or a training run "
+            "folder with a history.json written by 'ib-plugins train')"
+        )
     metrics = _read_json_file(path, "results")
     if not isinstance(metrics, dict) or "suite" not in metrics:
         raise ValueError(f"results: {path} holds no attack-suite results")
@@ -450,11 +515,79 @@ def _report_rows(folder: str) -> tuple[float, dict[str, Any]]:
     return clean, accs
 
 
+_TRAIN_FOLDER = "'ib-plugins train'"
+
+
+def _is_training_folder(folder: str) -> bool:
+    """A training run folder holds history.json (evaluation folders never do)."""
+    return Path(folder).is_dir() and (Path(folder) / "history.json").is_file()
+
+
+def _finite_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _training_history(folder: str) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """(history, metrics or {}) of a training run folder; a malformed history.json is a ValueError."""
+    from ib_plugins.plots import information_plane_layers
+
+    path = Path(folder) / "history.json"
+    history = _read_json_file(path, "results")
+    well_formed = (
+        isinstance(history, list) and bool(history)
+        and all(isinstance(h, dict) and isinstance(h.get("epoch"), int) and not isinstance(h["epoch"], bool)
+                for h in history)
+    )
+    if not well_formed:
+        raise ValueError(
+            f"results: {path} is not a history.json written by {_TRAIN_FOLDER} (expected a non-empty list of "
+            "per-epoch objects, each with an integer 'epoch')"
+        )
+    for name in information_plane_layers(history):
+        for entry in history:
+            for key in (f"hsic/{name}/x", f"hsic/{name}/y"):
+                if key in entry and not _finite_number(entry[key]):
+                    raise ValueError(f"results: {path}: epoch {entry['epoch']}'s {key!r} is not a finite number")
+    metrics_path = Path(folder) / "metrics.json"
+    metrics = _read_json_file(metrics_path, "results") if metrics_path.is_file() else {}
+    return history, metrics if isinstance(metrics, dict) else {}
+
+
+def _training_table(runs: list[tuple[str, list[dict[str, Any]], dict[str, Any], str]]) -> str:
+    """A markdown row per training run: epochs, test accuracy, best robust validation, information plane."""
+    from ib_plugins._markdown import md_cell
+
+    def pct(value: Any) -> str:
+        return f"{100 * value:.2f}" if _finite_number(value) else "-"
+
+    lines = ["| training run | epochs | test acc | best robust val acc (epoch) | information plane |",
+             "|---|---|---|---|---|"]
+    for folder, history, metrics, plane in runs:
+        last = history[-1]
+        test = next((h["test_acc"] for h in reversed(history) if "test_acc" in h), None)
+        key = next((k for k in ("val_robust_acc_ema", "val_robust_acc") if any(k in h for h in history)), None)
+        best = "-"
+        if key is not None:
+            scored = [h for h in history if _finite_number(h.get(key))]
+            if scored:
+                top = max(scored, key=lambda h: h[key])  # the earliest on ties, as the trainer picks
+                best = f"{pct(top[key])} ({top['epoch']}{', EMA' if key.endswith('_ema') else ''})"
+        epochs = f"{last['epoch']}" + (f" of {metrics['epochs']}" if isinstance(metrics.get("epochs"), int)
+                                        and metrics["epochs"] != last["epoch"] else "")
+        lines.append(f"| {md_cell(folder)} | {epochs} | {pct(test)} | {best} | {md_cell(plane)} |")
+    return "\n".join(lines) + "\n"
+
+
 def _cmd_report(args: argparse.Namespace) -> int:
     rows = []
+    runs: list[tuple[str, list[dict[str, Any]], dict[str, Any], str]] = []
     attack_names: list[str] = []
     specs: dict[str, Any] = {}
     for folder in args.results:
+        if _is_training_folder(folder):
+            history, metrics = _training_history(folder)
+            runs.append((folder, history, metrics, "-"))
+            continue
         clean, accs = _report_rows(folder)
         attack_names += [n for n in accs if n not in attack_names]
         specs.update({n: r.spec for n, r in accs.items() if n not in specs})
@@ -462,15 +595,35 @@ def _cmd_report(args: argparse.Namespace) -> int:
     from ib_plugins._markdown import md_cell
     from ib_plugins.evaluation import _accuracy_cell, _column_title, _fixed_c_note
 
-    titles = [_column_title(n, specs[n]) for n in attack_names]
-    lines = ["| run | Clean | " + " | ".join(titles) + " |", "|---|---|" + "---|" * len(attack_names)]
-    for folder, clean, accs in rows:
-        cells = [_accuracy_cell(accs[n]) if n in accs else "-" for n in attack_names]
-        lines.append(f"| {md_cell(folder)} | {100 * clean:.2f} | " + " | ".join(cells) + " |")
-    notes = _fixed_c_note([specs[n] for n in attack_names])
-    table = "\n".join(lines + ([""] + notes if notes else [])) + "\n"
+    tables = []
+    if rows:
+        titles = [_column_title(n, specs[n]) for n in attack_names]
+        lines = ["| run | Clean | " + " | ".join(titles) + " |", "|---|---|" + "---|" * len(attack_names)]
+        for folder, clean, accs in rows:
+            cells = [_accuracy_cell(accs[n]) if n in accs else "-" for n in attack_names]
+            lines.append(f"| {md_cell(folder)} | {100 * clean:.2f} | " + " | ".join(cells) + " |")
+        notes = _fixed_c_note([specs[n] for n in attack_names])
+        tables.append("\n".join(lines + ([""] + notes if notes else [])) + "\n")
     if args.out and Path(args.out).is_dir():
         raise ValueError(f"out: expected a markdown file to write, got the folder {args.out}")
+    if runs:
+        from ib_plugins.plots import information_plane_layers, plot_information_plane
+
+        for i, (folder, history, metrics, _) in enumerate(runs):
+            if information_plane_layers(history):
+                png = Path(folder) / "information_plane.png"
+                config = _read_json_file(Path(folder) / "config.json", "results") if (
+                    Path(folder) / "config.json").is_file() else {}
+                title = ""
+                if isinstance(config, dict) and isinstance(config.get("method"), str):
+                    ib = " + IB" if config.get("ib") is True else ""
+                    title = f"{config['method']}{ib} on {config.get('dataset')}"
+                plot_information_plane(history, png, title=title)
+                runs[i] = (folder, history, metrics, str(png))
+            else:
+                runs[i] = (folder, history, metrics, "- (no IB term: no hsic/<layer> values)")
+        tables.append(_training_table(runs))
+    table = "\n".join(tables)
     _print_table(table)
     if args.out:
         Path(args.out).write_text(table)
@@ -488,9 +641,51 @@ def _leaderboard_files(paths: Sequence[str]) -> list[Path]:
     return files
 
 
+def _cmd_submission(args: argparse.Namespace) -> int:
+    """``leaderboard --submission ENTRY.json``: RobustBench's new-model issue, printed or written to --out."""
+    from ib_plugins.leaderboard import LeaderboardEntry, robustbench_submission
+
+    if args.results:
+        raise ValueError(f"--submission: takes one model-info file and no results, got also {', '.join(args.results)}")
+    path = Path(args.submission)
+    if not path.exists():
+        raise FileNotFoundError(f"--submission: {path} does not exist (expected a model-info JSON file)")
+    if path.is_dir():
+        raise ValueError(f"--submission: expected a model-info JSON file, got the folder {path}")
+    data = _read_json_file(path, "--submission")
+    if not isinstance(data, dict):
+        raise ValueError(f"--submission: {path} must hold a model-info JSON object, got a JSON {_json_type(data)}")
+    try:
+        entry = LeaderboardEntry.from_json(path)
+    except (RecursionError, OverflowError) as err:
+        raise ValueError(f"--submission: {path}: a value cannot be represented ({type(err).__name__})") from None
+    except ValueError as err:
+        raise ValueError(f"--submission: {err}") from None
+    text = robustbench_submission(entry)
+    if args.out is None:
+        print(text.rstrip())
+        return 0
+    out = Path(args.out)
+    if out.is_dir():
+        out = out / f"robustbench-new-model-{entry.model_name}.md"
+    if not out.parent.is_dir():
+        raise FileNotFoundError(f"--out: the folder {out.parent} does not exist")
+    out.write_text(text, encoding="utf-8")
+    print(f"Written: {out} (RobustBench's 'New Model(s)' issue for {entry.model_name}; review it, then paste it into "
+          "https://github.com/RobustBench/robustbench/issues/new/choose)")
+    return 0
+
+
 def _cmd_leaderboard(args: argparse.Namespace) -> int:
     from ib_plugins.leaderboard import LeaderboardEntry, load_entries, render_leaderboard
 
+    if args.submission is not None:
+        return _cmd_submission(args)
+    if not args.results:
+        raise ValueError("results: expected model-info JSON files or folders holding them (or --submission ENTRY.json), "
+                         "got none")
+    if args.out is None:
+        args.out = "."
     files = _leaderboard_files(args.results)
     for f in files:  # unreadable, non-UTF-8, not JSON, nested too deeply: named here, with the file
         _read_json_file(f, "results")
@@ -526,6 +721,31 @@ def _cmd_leaderboard(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_reproduce(args: argparse.Namespace) -> int:
+    from ib_plugins import reproduce
+
+    if args.list:
+        for name in reproduce.list_grids():
+            print(f"{name}: {reproduce.GRIDS[name]['description']}")
+        return 0
+    if not args.grid or not args.out:
+        raise ValueError("grid, --out: expected a grid (a built-in name or a file) and --out DIR (see --list)")
+    if args.print_commands:
+        print(reproduce.print_commands(args.grid, out_dir=args.out, seeds=args.seeds, device=args.device,
+                                       data_dir=args.data_dir), end="")
+        return 0
+    if args.report_only:
+        report = reproduce.build_report(args.out, args.grid)
+    else:
+        report = reproduce.run_grid(args.grid, out_dir=args.out, workers=args.workers, seeds=args.seeds,
+                                    device=args.device, data_dir=args.data_dir, only=args.cell,
+                                    progress=not args.no_progress)
+    print((Path(args.out) / "report.md").read_text(encoding="utf-8").rstrip())
+    print(f"\nReport: {Path(args.out) / 'report.md'}, report.json, report.html"
+          + (f"; {len(report['missing'])} cell(s) missing" if report["missing"] else ""))
+    return 0
+
+
 def _cmd_audit(args: argparse.Namespace) -> int:
     from ib_plugins.audit import audit_command
 
@@ -540,11 +760,12 @@ _COMMANDS = {
     "report": _cmd_report,
     "leaderboard": _cmd_leaderboard,
     "audit": _cmd_audit,
+    "reproduce": _cmd_reproduce,
 }
 
 
 # Commands with a --device option: checked before anything runs, so that a bad name never reaches torch.
-_DEVICE_COMMANDS = ("demo", "evaluate", "select-layers", "audit")
+_DEVICE_COMMANDS = ("demo", "evaluate", "select-layers", "audit", "reproduce")
 
 
 def _check_args(args: argparse.Namespace) -> None:
@@ -580,7 +801,7 @@ def _interrupted(args: argparse.Namespace) -> str:
             "interrupted before the first epoch ended, so no checkpoint was written yet; rerun the same command "
             "without --resume to start from scratch"
         )
-    if args.command in ("demo", "select-layers"):
+    if args.command in ("demo", "select-layers", "reproduce"):
         return "interrupted; rerun the same command to continue (finished networks are reused, others resume)"
     return "interrupted; nothing was finished: rerun the same command to start again"
 

@@ -811,10 +811,12 @@ _CW_WARNING = (
 
 
 def _batches(n: int, batch_size: int, *, desc: str, progress: bool) -> Any:
+    """The batch starts, with a progress display named ``desc`` (tqdm on a terminal, plain lines elsewhere)."""
     starts = range(0, n, batch_size)
-    if progress and is_available("tqdm"):
-        tqdm = require("tqdm", purpose=_PURPOSE).tqdm
-        return tqdm(starts, desc=desc, leave=False, disable=None, total=len(starts))
+    if progress:
+        from ib_plugins._progress import progress_iter
+
+        return progress_iter(starts, desc=desc, unit="batch")
     return starts
 
 

@@ -1,5 +1,11 @@
 """Experiment runners behind the command line: evaluate a checkpoint, select robust layers, the demo.
 
+:func:`evaluate_checkpoint` also evaluates a model kept as code (:func:`load_model_from_factory`:
+``"package.module:function"`` or ``"path/to/file.py:function"`` plus a state_dict). Long phases
+report progress on stderr (:mod:`ib_plugins._progress`: tqdm on a terminal, plain lines otherwise),
+each named: the demo's and the layer selection's networks by what they train (``IB-RAR (ce + IB on
+conv3, fc1 + code mask)``), every attack by its name.
+
 Each runner writes a results folder holding the resolved configuration (``config.json``), the
 metrics (``metrics.json``), a markdown table (``results.md``) and PNG plots, and returns the metrics.
 A folder that already holds a *different* run is refused unless ``overwrite=True``; nothing is
@@ -15,18 +21,21 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import logging
 import os
+import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from ib_plugins._markdown import md_cell, md_text
+from ib_plugins._progress import PhaseProgress
 from ib_plugins.training import (
     RunExistsError,
     TrainConfig,
@@ -41,6 +50,7 @@ from ib_plugins.training import (
 __all__ = [
     "prepare_results_dir",
     "write_json",
+    "load_model_from_factory",
     "evaluate_checkpoint",
     "select_robust_layers",
     "run_demo",
@@ -173,9 +183,338 @@ def _check_count(name: str, value: Any, *, minimum: int = 1, optional: bool = Fa
         raise ValueError(f"{name}: expected an int >= {minimum}{' or None' if optional else ''}, got {value!r}")
 
 
-def evaluate_checkpoint(
-    checkpoint: str | os.PathLike[str],
+# --------------------------------------------------------------------------------------------------
+# A user's own model: "package.module:function" or "path/to/file.py:function", plus a state_dict
+# --------------------------------------------------------------------------------------------------
+
+_FACTORY_FORMS = "'package.module:function' (importable from the current folder or PYTHONPATH) or 'path/to/file.py:function'"
+
+
+@contextlib.contextmanager
+def _on_import_path(folder: Path) -> Iterator[None]:
+    """Make ``folder`` importable while the block runs (as ``python file.py`` / ``python -m`` do), then undo it."""
+    entry = str(folder)
+    added = entry not in sys.path and not (folder == Path.cwd() and "" in sys.path)
+    if added:
+        sys.path.insert(0, entry)
+    try:
+        yield
+    finally:
+        if added:
+            try:
+                sys.path.remove(entry)
+            except ValueError:  # the imported code removed it itself
+                pass
+
+
+@contextlib.contextmanager
+def _registered(name: str, module: Any) -> Iterator[None]:
+    """``module`` importable as ``name`` while the block runs (a previous entry is put back afterwards)."""
+    previous = sys.modules.get(name)
+    sys.modules[name] = module
+    try:
+        yield
+    finally:
+        if previous is None:
+            sys.modules.pop(name, None)
+        else:
+            sys.modules[name] = previous
+
+
+def _factory_error(spec: str, what: str) -> ValueError:
+    return ValueError(f"model_factory: {what} (got {spec!r}; expected {_FACTORY_FORMS})")
+
+
+def _import_factory_module(spec: str, module_part: str) -> Any:
+    import importlib
+    import importlib.util
+
+    is_file = module_part.endswith(".py") or "/" in module_part or os.sep in module_part
+    if is_file:
+        path = Path(module_part).expanduser()
+        if not path.is_file():
+            what = "is a folder, not a Python file" if path.is_dir() else "does not exist"
+            raise _factory_error(spec, f"{module_part} {what}")
+        name = "_ib_plugins_user_factory_" + "".join(c if c.isalnum() else "_" for c in path.stem)
+        module_spec = importlib.util.spec_from_file_location(name, path)
+        if module_spec is None or module_spec.loader is None:
+            raise _factory_error(spec, f"{module_part} cannot be imported as a Python module")
+        module = importlib.util.module_from_spec(module_spec)
+        try:
+            # The file's own imports of its neighbours work, and while it runs it is a registered module (as a
+            # script is __main__: dataclasses and typing look their module up); both are undone afterwards.
+            with _on_import_path(path.resolve().parent), _registered(name, module):
+                module_spec.loader.exec_module(module)
+        except Exception as err:  # the user's code: any failure is reported, on one line
+            raise ValueError(
+                f"model_factory: importing {module_part} failed ({type(err).__name__}: {_one_line_text(err)})"
+            ) from err
+        return module
+    if not all(part.isidentifier() for part in module_part.split(".")):
+        raise _factory_error(spec, f"{module_part!r} is not a module name")
+    try:
+        with _on_import_path(Path.cwd()):
+            return importlib.import_module(module_part)
+    except ModuleNotFoundError as err:
+        parts = module_part.split(".")
+        if err.name in {".".join(parts[: i + 1]) for i in range(len(parts))}:
+            raise _factory_error(
+                spec, f"no module named {err.name!r} in the current folder ({Path.cwd()}) or on PYTHONPATH"
+            ) from err
+        raise ValueError(
+            f"model_factory: importing {module_part} failed (ModuleNotFoundError: {_one_line_text(err)})"
+        ) from err
+    except Exception as err:  # the user's code: any failure is reported, on one line
+        raise ValueError(
+            f"model_factory: importing {module_part} failed ({type(err).__name__}: {_one_line_text(err)})"
+        ) from err
+
+
+def _one_line_text(err: BaseException, limit: int = 300) -> str:
+    text = " ".join(str(err).split()) or type(err).__name__
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
+def _state_dict_from_file(path: Path) -> tuple[dict[str, Any], str]:
+    """The state_dict in ``path`` (safe loading) and where in the file it was found."""
+    import pickle
+    import warnings
+
+    from ib_plugins.training import _REFUSED_BY_SAFE_LOADING, _load_error_reason
+
+    if path.is_dir():
+        raise ValueError(f"weights: expected a state_dict file, got the folder {path}")
+    if not path.is_file():
+        raise FileNotFoundError(f"weights: {path} does not exist (expected a state_dict saved with torch.save)")
+    if path.stat().st_size == 0:
+        raise ValueError(f"weights: {path} is empty (0 bytes): corrupt or truncated")
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="Detected pickle protocol")
+            raw = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:
+        if _REFUSED_BY_SAFE_LOADING.search(str(err)):
+            raise ValueError(
+                f"weights: {path} holds objects that safe loading (torch.load with weights_only=True) refuses "
+                f"({_load_error_reason(err)}); ib-plugins never unpickles arbitrary objects (that would run code "
+                "from the file): save the weights with torch.save(model.state_dict(), path)"
+            ) from err
+        raise ValueError(f"weights: {path} is corrupt or truncated, or not a torch file ({_load_error_reason(err)})") from err
+    except Exception as err:  # torch raises RuntimeError/EOFError/KeyError... on corrupt files
+        raise ValueError(f"weights: {path} is corrupt or truncated, or not a torch file ({_load_error_reason(err)})") from err
+    where = "the file"
+    if isinstance(raw, Mapping) and not any(isinstance(v, torch.Tensor) for v in raw.values()):
+        for key in ("model", "state_dict", "model_state_dict"):
+            if isinstance(raw.get(key), Mapping):
+                raw, where = raw[key], f"its {key!r} entry"
+                break
+    if (not isinstance(raw, Mapping) or not all(isinstance(k, str) for k in raw)
+            or not any(isinstance(v, torch.Tensor) for v in raw.values())):
+        got = f"a {type(raw).__name__}" if not isinstance(raw, Mapping) else "a dict without tensors"
+        raise ValueError(
+            f"weights: {path} holds {got}; expected a state_dict (torch.save(model.state_dict(), path)) or a "
+            "checkpoint dict with a 'model' (or 'state_dict') state_dict"
+        )
+    return dict(raw), where
+
+
+def _match_state_dict(state: dict[str, Any], expected: Mapping[str, Any]) -> tuple[dict[str, Any], str | None]:
+    """``state`` with a ``model.`` (an IBModel's) or ``module.`` (DataParallel's) prefix removed when that fits better."""
+    best, best_prefix, best_overlap = state, None, len(expected.keys() & state.keys())
+    for prefix in ("model.", "module."):
+        stripped = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+        overlap = len(expected.keys() & stripped.keys())
+        if overlap > best_overlap:
+            best, best_prefix, best_overlap = stripped, prefix, overlap
+    return best, best_prefix
+
+
+def _names_text(names: Sequence[str], limit: int = 6) -> str:
+    shown = ", ".join(names[:limit])
+    return shown + (f" and {len(names) - limit} more" if len(names) > limit else "")
+
+
+def load_model_from_factory(
+    factory: str,
     *,
+    weights: str | os.PathLike[str] | None = None,
+    factory_kwargs: Mapping[str, Any] | None = None,
+    map_location: str = "cpu",
+) -> torch.nn.Module:
+    """Build a user's model from ``"package.module:function"`` (or ``"path/to/file.py:function"``) and load its weights.
+
+    This is how ``ib-plugins evaluate`` and ``ib-plugins audit`` reach models kept as code
+    (``--model-factory``/``--weights``), e.g. a RobustBench architecture: the factory is imported
+    (a dotted module from the current folder or ``PYTHONPATH``; or a file, run like a script: its
+    folder importable and itself a registered module while it loads, both undone afterwards) and
+    called with ``factory_kwargs``; the weights are read with
+    ``torch.load(weights_only=True)`` (never unpickling arbitrary objects) and loaded strictly. A
+    checkpoint dict with a ``"model"`` (or ``"state_dict"``) entry is understood, and so is the
+    ``model.`` prefix of an :class:`~ib_plugins.wrap.IBModel`'s state_dict (its mask state is
+    ignored) and DataParallel's ``module.``. Building the model leaves the global RNGs as they were.
+    The model must take inputs in ``[0, 1]`` and return logits ``[N, num_classes]``.
+
+    Args:
+        factory: ``"package.module:function"`` or ``"path/to/file.py:function"``; ``function`` may
+            be a dotted attribute path (``"module:Class.build"``).
+        weights: a state_dict file; None: keep the weights the factory gives (e.g. a factory that
+            downloads or loads them itself).
+        factory_kwargs: keyword arguments of the factory (e.g. ``{"num_classes": 10}``).
+        map_location: the device the model is moved to.
+
+    Returns:
+        The model, in eval mode, on ``map_location``.
+
+    Raises:
+        ValueError: a malformed ``factory``, a module that cannot be imported or has no such
+            attribute, a factory that raises, weights that are corrupt, refused by safe loading, or
+            do not fit the model (the message lists missing and unexpected keys and shape
+            mismatches). Every message starts with the argument (``model_factory:``/``weights:``).
+        TypeError: the attribute is not callable, or returns something else than a torch module;
+            ``factory_kwargs`` is not a dict with string keys.
+        FileNotFoundError: ``weights`` does not exist.
+
+    Example:
+        >>> import os, tempfile, torch
+        >>> d = tempfile.mkdtemp()
+        >>> with open(os.path.join(d, "nets.py"), "w") as f:
+        ...     _ = f.write("import torch.nn as nn\\ndef tiny(classes=3):\\n    return nn.Linear(4, classes)\\n")
+        >>> torch.save(torch.nn.Linear(4, 3).state_dict(), os.path.join(d, "w.pt"))
+        >>> net = load_model_from_factory(os.path.join(d, "nets.py") + ":tiny", weights=os.path.join(d, "w.pt"))
+        >>> type(net).__name__, net.training
+        ('Linear', False)
+        >>> try:
+        ...     load_model_from_factory(os.path.join(d, "nets.py") + ":tiny", weights=os.path.join(d, "w.pt"),
+        ...                             factory_kwargs={"classes": 5})
+        ... except ValueError as err:
+        ...     print(str(err).split("tiny: ")[1].split(" in the file")[0])
+        shape mismatch (2): weight [3, 4]
+    """
+    if not isinstance(factory, str):
+        raise TypeError(f"model_factory: expected a string such as {_FACTORY_FORMS}, got {type(factory).__name__}")
+    module_part, sep, attr = factory.strip().rpartition(":")
+    if not sep or not module_part or not attr:
+        raise _factory_error(factory, "expected a module and a function separated by ':'")
+    if factory_kwargs is None:
+        factory_kwargs = {}
+    if not isinstance(factory_kwargs, Mapping) or not all(isinstance(k, str) for k in factory_kwargs):
+        raise TypeError(f"factory_kwargs: expected a dict with string keys, got {factory_kwargs!r}")
+    _device(map_location)
+    weights_path = None if weights is None else Path(weights)
+    state: dict[str, Any] | None = None
+    where = ""
+    if weights_path is not None:  # read the weights first: a bad file is named before any user code runs
+        state, where = _state_dict_from_file(weights_path)
+    module = _import_factory_module(factory, module_part)
+    target: Any = module
+    for i, part in enumerate(attr.split(".")):
+        if not hasattr(target, part):
+            owner = module_part if i == 0 else ".".join(attr.split(".")[:i])
+            import difflib
+
+            candidates = [n for n in dir(target) if not n.startswith("_") and callable(getattr(target, n, None))]
+            close = difflib.get_close_matches(part, candidates, n=3, cutoff=0.5)
+            hint = f"; close matches: {', '.join(close)}" if close else (
+                f"; callables there: {_names_text(sorted(candidates))}" if candidates else "")
+            raise ValueError(f"model_factory: {owner} has no attribute {part!r}{hint}")
+        target = getattr(target, part)
+    if not callable(target):
+        raise TypeError(f"model_factory: {factory} is a {type(target).__name__}, expected a function or class that "
+                        "returns a torch.nn.Module")
+    cuda = list(range(torch.cuda.device_count())) if torch.cuda.is_available() and torch.cuda.is_initialized() else []
+    try:
+        with torch.random.fork_rng(devices=cuda):  # the model's initial weights do not move the caller's RNG
+            model = target(**factory_kwargs)
+    except Exception as err:  # the user's code: any failure is reported, on one line
+        call = f"{factory}(**{dict(factory_kwargs)!r})" if factory_kwargs else f"{factory}()"
+        raise ValueError(f"model_factory: {call} raised {type(err).__name__}: {_one_line_text(err)}") from err
+    if not isinstance(model, torch.nn.Module):
+        raise TypeError(f"model_factory: {factory} returned a {type(model).__name__}, expected a torch.nn.Module")
+    if state is not None:
+        assert weights_path is not None
+        expected = model.state_dict()
+        state, prefix = _match_state_dict(state, expected)
+        missing = [k for k in expected if k not in state]
+        unexpected = [k for k in state if k not in expected]
+        shapes = [f"{k} {list(v.shape)} in the file vs {list(expected[k].shape)} in the model" for k, v in state.items()
+                  if k in expected and isinstance(v, torch.Tensor) and isinstance(expected[k], torch.Tensor)
+                  and v.shape != expected[k].shape]
+        problems = []
+        if missing:
+            problems.append(f"missing keys ({len(missing)}): {_names_text(missing)}")
+        if unexpected:
+            problems.append(f"unexpected keys ({len(unexpected)}): {_names_text(unexpected)}")
+        if shapes:
+            problems.append(f"shape mismatch ({len(shapes)}): {_names_text(shapes, 3)}")
+        if problems:
+            source = where + (f", prefix {prefix!r} removed" if prefix else "")
+            raise ValueError(f"weights: {weights_path} does not match the model built by {factory}: "
+                             f"{'; '.join(problems)} (state_dict from {source})")
+        try:
+            model.load_state_dict(state, strict=True)
+        except (RuntimeError, TypeError, ValueError, KeyError) as err:
+            raise ValueError(f"weights: {weights_path} cannot be loaded into the model built by {factory} "
+                             f"({_one_line_text(err)})") from err
+    return model.to(map_location).eval()
+
+
+def _probe_model(model: torch.nn.Module, x: torch.Tensor, *, device: str, what: str) -> int:
+    """Run the model on two inputs; its failure or non-logit output is a user error naming the input shape."""
+    from ib_plugins.wrap import _inference_modes
+
+    sample = x[:2].to(device)
+    dev = torch.device(device)
+    cuda = [dev.index or 0] if dev.type == "cuda" else []
+    try:
+        with torch.no_grad(), torch.random.fork_rng(devices=cuda), _inference_modes(model):
+            out = model(sample)
+    except Exception as err:  # the user's forward: reported with the input it failed on
+        raise ValueError(f"model: {what} fails on the dataset's inputs of shape {list(sample.shape)} "
+                         f"({type(err).__name__}: {_one_line_text(err)})") from err
+    if not isinstance(out, torch.Tensor) or out.dim() != 2:
+        got = list(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+        raise ValueError(f"model: {what} returns {got} on inputs of shape {list(sample.shape)}; expected logits "
+                         "[N, num_classes]")
+    return int(out.shape[1])
+
+
+def _dataset_info(dataset: str) -> Any:
+    """:func:`ib_plugins.data.get_dataset_info`, its error naming the ``dataset`` argument."""
+    from ib_plugins.data import get_dataset_info
+
+    try:
+        return get_dataset_info(dataset)
+    except ValueError as err:
+        raise ValueError(f"dataset: {str(err).removeprefix('name: ')}") from None
+
+
+def _check_model_source(
+    checkpoint: Any, *, model_factory: Any, weights: Any, factory_kwargs: Any, dataset: Any
+) -> None:
+    """Exactly one of a checkpoint and a model factory; the factory's companions only with a factory."""
+    if (checkpoint is None) == (model_factory is None):
+        got = "both" if checkpoint is not None else "neither"
+        raise ValueError(
+            "checkpoint, model_factory: expected a checkpoint written by 'ib-plugins train', or a model factory "
+            f"({_FACTORY_FORMS}, --model-factory) with its weights, got {got}"
+        )
+    if model_factory is None:
+        for name, value in (("weights", weights), ("factory_kwargs", factory_kwargs)):
+            if value is not None:
+                raise ValueError(f"{name}: goes with model_factory (a checkpoint holds its own weights), got {value!r}")
+        if dataset is not None:
+            raise ValueError(f"dataset: a checkpoint knows its dataset; dataset= goes with model_factory, got {dataset!r}")
+    elif dataset is None:
+        raise ValueError("dataset: expected the dataset to evaluate the factory's model on (e.g. 'cifar10'), got None")
+
+
+def evaluate_checkpoint(
+    checkpoint: str | os.PathLike[str] | None = None,
+    *,
+    model_factory: str | None = None,
+    weights: str | os.PathLike[str] | None = None,
+    factory_kwargs: Mapping[str, Any] | None = None,
+    dataset: str | None = None,
     out_dir: str | os.PathLike[str] | None = None,
     suite: str = "ibrar",
     budget: str | None = None,
@@ -195,12 +534,26 @@ def evaluate_checkpoint(
     overwrite: bool = False,
     progress: bool = True,
     engine: str = "builtin",
+    autoattack_n: int = 0,
+    autoattack_version: str = "standard",
+    ema: bool = False,
 ) -> dict[str, Any]:
-    """Evaluate a trained checkpoint with an attack suite and write a results folder.
+    """Evaluate a trained checkpoint, or a user's own model, with an attack suite and write a results folder.
+
+    The model is either a checkpoint of :class:`~ib_plugins.training.Trainer` (which knows its
+    dataset) or a model kept as code: ``model_factory`` (``"package.module:function"`` or
+    ``"path/to/file.py:function"``) with ``weights`` (a state_dict), evaluated on ``dataset``; see
+    :func:`load_model_from_factory`.
 
     Args:
-        checkpoint: a checkpoint written by :class:`~ib_plugins.training.Trainer`.
-        out_dir: results folder (default: ``<checkpoint folder>/eval-<suite>-<budget>``).
+        checkpoint: a checkpoint written by :class:`~ib_plugins.training.Trainer` (None with
+            ``model_factory``).
+        model_factory: instead of a checkpoint, the function that builds the model.
+        weights: the model's state_dict file (with ``model_factory``; None: the factory's weights).
+        factory_kwargs: keyword arguments of the factory, e.g. ``{"num_classes": 10}``.
+        dataset: the test set of a ``model_factory`` model (a checkpoint knows its own).
+        out_dir: results folder (default: ``<checkpoint folder>/eval-<suite>-<budget>``; for a
+            factory ``<weights folder>/eval-<suite>-<budget>``, or that name in the current folder).
         suite: ``"ibrar"`` (PGD, CW, FGSM, FAB, NIFGSM) or ``"entropic"``.
         budget: the suite's budget name (default per suite; see :mod:`ib_plugins.evaluation`).
         attacks: subset of the suite's attacks.
@@ -220,14 +573,22 @@ def evaluate_checkpoint(
         progress: show progress bars.
         engine: the attack engine, ``"builtin"`` (default) or ``"torchattacks"`` (see
             :func:`ib_plugins.evaluation.run_attack`); recorded in ``config.json`` and the results.
+        autoattack_n: also run AutoAttack (L∞, the suite's ε) on the first this many evaluated images
+            (0 = no; ``metrics["autoattack"]``, a column in ``results.md``; resumable chunk files in
+            ``<out>/autoattack``).
+        autoattack_version: ``"standard"`` (APGD-CE, APGD-T, FAB-T, Square) or ``"rand"``.
+        ema: evaluate the checkpoint's exponential moving average of the weights (``--ema-decay``
+            runs) instead of the raw weights; recorded in ``config.json``.
 
     Returns:
-        The metrics written to ``metrics.json``.
+        The metrics written to ``metrics.json`` (``"out_dir"``: the results folder, as given).
 
     Raises:
         CheckpointError: the checkpoint is missing, corrupt, or of another model (nothing is written).
         RunExistsError: ``out_dir`` holds a different evaluation.
-        ValueError: bad names or budgets.
+        ValueError: bad names or budgets; both or neither of ``checkpoint`` and ``model_factory``;
+            a factory model without ``dataset``, or one that cannot be built, loaded or run on the
+            dataset's inputs (see :func:`load_model_from_factory`).
     """
     from ib_plugins import evaluation as ev
 
@@ -238,17 +599,43 @@ def evaluate_checkpoint(
     _check_count("seed", seed, minimum=0)
     _check_count("pgd_steps", pgd_steps, optional=True)
     _check_count("cw_steps", cw_steps, optional=True)
+    _check_count("autoattack_n", autoattack_n, minimum=0)
+    if autoattack_version not in ("standard", "rand"):
+        raise ValueError(f"autoattack_version: expected 'standard' or 'rand', got {autoattack_version!r}")
     engine = ev._check_engine(engine)
-    model, train_cfg, ckpt = load_model_from_checkpoint(checkpoint, map_location=device, expect_model=expect_model)
+    if not isinstance(ema, bool):
+        raise TypeError(f"ema: expected True or False, got {ema!r}")
+    if ema and model_factory is not None:
+        raise ValueError("ema: selects the averaged weights of a training checkpoint; with model_factory pass those "
+                         "weights as weights=")
     from ib_plugins.data import get_dataset_info
 
-    info = get_dataset_info(train_cfg.dataset)
-    x, y = _test_tensors(train_cfg.dataset, data_dir=data_dir or train_cfg.data_dir, n=n, seed=seed)
+    _check_model_source(checkpoint, model_factory=model_factory, weights=weights, factory_kwargs=factory_kwargs,
+                        dataset=dataset)
+    train_cfg = None
+    if model_factory is None:
+        model, train_cfg, ckpt = load_model_from_checkpoint(checkpoint, map_location=device, expect_model=expect_model,
+                                                             weights="ema" if ema else "raw")
+        dataset_name, model_name, method = train_cfg.dataset, train_cfg.model, train_cfg.method
+        data_dir = data_dir or train_cfg.data_dir
+    else:
+        if expect_model is not None:
+            raise ValueError(f"expect_model: checks the model of a checkpoint; with model_factory it does not apply, "
+                             f"got {expect_model!r}")
+        assert dataset is not None
+        _dataset_info(dataset)  # an unknown name is refused before any user code runs
+        model = load_model_from_factory(model_factory, weights=weights, factory_kwargs=factory_kwargs,
+                                        map_location=device)
+        dataset_name, model_name, method = dataset, model_factory, "model"
+    info = get_dataset_info(dataset_name)
+    x, y = _test_tensors(dataset_name, data_dir=data_dir, n=n, seed=seed)
+    if model_factory is not None:
+        _probe_model(model, x, device=device, what=f"the model built by {model_factory}")
     specs = ev.build_suite(
-        suite, budget=budget, dataset=train_cfg.dataset, num_classes=info.num_classes,
+        suite, budget=budget, dataset=dataset_name, num_classes=info.num_classes,
         pgd_steps=pgd_steps, cw_steps=cw_steps, attacks=attacks,
     )
-    budget_name = budget or ev.default_budget(train_cfg.dataset, suite).name
+    budget_name = budget or ev.default_budget(dataset_name, suite).name
     # Validate every option before anything is written.
     if tendency is not None and tendency not in [s.name for s in specs]:
         raise ValueError(f"tendency: expected one of the evaluated attacks ({', '.join(s.name for s in specs)}), got {tendency!r}")
@@ -264,11 +651,22 @@ def evaluate_checkpoint(
         steps_sweep = list(steps_sweep)
         if not steps_sweep or any(not isinstance(k, int) or k < 1 for k in steps_sweep):
             raise ValueError(f"steps_sweep: expected positive integers, got {steps_sweep!r}")
+    if train_cfg is not None:
+        source: dict[str, Any] = {
+            "checkpoint": str(Path(checkpoint).resolve()),  # type: ignore[arg-type]
+            "checkpoint_epoch": int(ckpt.get("epoch", 0)),
+            "train_config": train_cfg.to_dict(),
+        }
+    else:
+        source = {
+            "model_factory": model_factory,
+            "factory_kwargs": dict(factory_kwargs or {}),
+            "weights": None if weights is None else str(Path(weights).resolve()),
+            "dataset": dataset_name,
+        }
     eval_config = {
         "kind": "evaluate",
-        "checkpoint": str(Path(checkpoint).resolve()),
-        "checkpoint_epoch": int(ckpt.get("epoch", 0)),
-        "train_config": train_cfg.to_dict(),
+        **source,
         "suite": suite,
         "budget": budget_name,
         "attacks": [s.to_dict() for s in specs],
@@ -280,29 +678,35 @@ def evaluate_checkpoint(
         "tendency": tendency,
         "tsne_layer": tsne_layer,
         "engine": engine,
+        **({"autoattack_n": autoattack_n, "autoattack_version": autoattack_version} if autoattack_n else {}),
+        **({"ema_weights": True} if ema else {}),
     }
-    out = Path(out_dir) if out_dir is not None else Path(checkpoint).parent / f"eval-{suite}-{budget_name}"
+    if out_dir is not None:
+        out = Path(out_dir)
+    else:
+        anchor = checkpoint if checkpoint is not None else weights
+        out = (Path(anchor).parent if anchor is not None else Path()) / f"eval-{suite}-{budget_name}"
     prepare_results_dir(out, eval_config, overwrite=overwrite)
     t0 = time.perf_counter()
     result = ev.evaluate_suite(
         model, x, y, specs, batch_size=batch_size, seed=seed, device=device, progress=progress,
         keep_adversarial=tendency is not None, engine=engine,
     )
-    metrics: dict[str, Any] = {"suite": result.to_dict(), "model": train_cfg.model, "dataset": train_cfg.dataset}
-    md = [f"# {md_text(suite)} suite ({md_text(budget_name)}) on {md_text(train_cfg.dataset)} / "
-          f"{md_text(train_cfg.model)}", "", result.to_markdown()]
+    metrics: dict[str, Any] = {"suite": result.to_dict(), "model": model_name, "dataset": dataset_name}
+    md = [f"# {md_text(suite)} suite ({md_text(budget_name)}) on {md_text(dataset_name)} / "
+          f"{md_text(model_name)}", "", result.to_markdown()]
     if steps_sweep:
         steps, accs = ev.accuracy_vs_steps(
-            model, x, y, steps=list(steps_sweep), suite=suite, budget=budget, dataset=train_cfg.dataset,
+            model, x, y, steps=list(steps_sweep), suite=suite, budget=budget, dataset=dataset_name,
             num_classes=info.num_classes, batch_size=batch_size, seed=seed, device=device, progress=progress,
             engine=engine,
         )
         metrics["accuracy_vs_steps"] = {"steps": steps, "accuracy": accs}
-        ev.plot_accuracy_vs_steps({train_cfg.method: (steps, accs)}, out / "accuracy_vs_steps.png")
+        ev.plot_accuracy_vs_steps({method: (steps, accs)}, out / "accuracy_vs_steps.png")
         md += ["", "## PGD accuracy vs steps", "", "| steps | " + " | ".join(map(str, steps)) + " |",
                "|---|" + "---|" * len(steps), "| accuracy (%) | " + " | ".join(f"{100 * a:.2f}" for a in accs) + " |"]
     if noise:
-        entropic_budget = ev.default_budget(train_cfg.dataset, "entropic")
+        entropic_budget = ev.default_budget(dataset_name, "entropic")
         noise_res = {}
         for norm, eps in (("l2", entropic_budget.l2_eps), ("linf", entropic_budget.linf_eps)):
             noise_res[norm] = {"eps": eps, "accuracy": ev.noise_accuracy(model, x, y, norm=norm, eps=eps, seed=seed, device=device)}
@@ -320,10 +724,32 @@ def evaluate_checkpoint(
         with torch.no_grad(), capture_activations(model, [tsne_layer], when="always", detach=True) as cap:
             model(x.to(device))
         plot_tsne(cap.activations[tsne_layer].cpu(), y, out / f"tsne_{tsne_layer.replace('.', '_')}.png", title=f"t-SNE of {tsne_layer}")
+    if autoattack_n:
+        from ib_plugins.adapters.autoattack_eval import run_autoattack
+
+        n_aa = min(autoattack_n, int(x.shape[0]))
+        linf = next((s.eps for s in specs if s.norm == "linf" and s.eps is not None),
+                    ev.default_budget(dataset_name, suite, budget).linf_eps)
+        aa = run_autoattack(model, x[:n_aa], y[:n_aa], norm="Linf", eps=linf, version=autoattack_version,
+                            batch_size=batch_size, seed=seed, device=device, state_dir=out / "autoattack",
+                            progress=progress)
+        low, high = _wilson(int(aa.robust_flags.sum()), n_aa)
+        metrics["autoattack"] = {**aa.to_dict(), "robust_accuracy_ci": [low, high]}
+        md += ["", f"## AutoAttack ({md_text(autoattack_version)}, L∞ ε = {linf:.4g}) on the first {n_aa} images", "",
+               "| clean (%) | robust (%) | robust 95 % interval (Wilson) |", "|---|---|---|",
+               f"| {100 * aa.clean_accuracy:.2f} | {100 * aa.robust_accuracy:.2f} | "
+               f"[{100 * low:.1f}, {100 * high:.1f}] |"]
     metrics["wall_time_s"] = round(time.perf_counter() - t0, 2)
+    metrics["out_dir"] = str(out)
     write_json(out / "metrics.json", metrics)
     _atomic_write_text(out / "results.md", "\n".join(md) + "\n")
     return metrics
+
+
+def _wilson(successes: int, n: int) -> tuple[float, float]:
+    from ib_plugins.stats import wilson_interval
+
+    return wilson_interval(successes, n)
 
 
 def select_robust_layers(
@@ -417,10 +843,15 @@ def select_robust_layers(
     chance = 1.0 / info.num_classes
     pgd_correct: dict[str, torch.Tensor] = {}
 
+    n_runs = 2 + len(candidates)  # ce, one per candidate, all-layers (+ "selected", counted when it runs)
+    phases = PhaseProgress(total=n_runs, desc="select-layers", enabled=progress, unit="network", logger=logger)
+
     def run(name: str, cfg: TrainConfig) -> dict[str, Any]:
-        trainer = Trainer(cfg, out_dir=out / name, resume="auto", overwrite=overwrite, progress=progress)
-        final = trainer.fit()
-        res = ev.evaluate_suite(trainer.eval_model(), x, y, pgd, seed=seed, device=device, progress=progress)
+        label = _run_label(name, cfg)
+        with phases.phase(label):
+            trainer, final = _fit_with_progress(cfg, out / name, label=label, overwrite=overwrite, progress=progress,
+                                                trainer_progress=True)
+            res = ev.evaluate_suite(trainer.eval_model(), x, y, pgd, seed=seed, device=device, progress=progress)
         pgd_correct[name] = res.correct["pgd"]
         clean_low, clean_high = wilson_interval(res.n_clean_correct, n_eval)
         pgd_low, pgd_high = wilson_interval(res["pgd"].n_robust, n_eval)
@@ -434,16 +865,20 @@ def select_robust_layers(
             better=int((ok & ~ce_ok).sum()), worse=int((~ok & ce_ok).sum()), n=n_eval)
         row.update(gain=diff, gain_ci=[low, high], gain_inside_noise=low <= 0.0 <= high)
 
-    rows = [run("ce", base)]
-    for layer in candidates:
-        rows.append(run(f"layer-{layer}", dataclasses.replace(base, ib=True, ib_layers=[layer])))
-    rows.append(run("all-layers", dataclasses.replace(base, ib=True, ib_layers=candidates)))
-    ce_pgd = rows[0]["pgd_acc"]
-    all_at_chance = all(r["near_chance"] for r in rows)
-    selected = [] if all_at_chance else [
-        r["layers"][0] for r in rows[1 : 1 + len(candidates)] if r["pgd_acc"] > ce_pgd + tolerance]
-    if selected:
-        rows.append(run("selected", dataclasses.replace(base, ib=True, ib_layers=selected)))
+    try:
+        rows = [run("ce", base)]
+        for layer in candidates:
+            rows.append(run(f"layer-{layer}", dataclasses.replace(base, ib=True, ib_layers=[layer])))
+        rows.append(run("all-layers", dataclasses.replace(base, ib=True, ib_layers=candidates)))
+        ce_pgd = rows[0]["pgd_acc"]
+        all_at_chance = all(r["near_chance"] for r in rows)
+        selected = [] if all_at_chance else [
+            r["layers"][0] for r in rows[1 : 1 + len(candidates)] if r["pgd_acc"] > ce_pgd + tolerance]
+        if selected:
+            phases.bar.total = n_runs + 1
+            rows.append(run("selected", dataclasses.replace(base, ib=True, ib_layers=selected)))
+    finally:
+        phases.close()
     for r in rows[1:]:
         versus_ce(r)
     warnings_ = _selection_warnings(rows[: 1 + len(candidates)], selected, chance=chance, n_eval=n_eval)
@@ -508,6 +943,49 @@ def _selection_warnings(
                 f"interval [{100 * r['gain_ci'][0]:+.1f}, {100 * r['gain_ci'][1]:+.1f}] includes 0 "
                 f"({n_eval} test images): the selection is inside the noise")
     return found
+
+
+def _fit_with_progress(
+    cfg: TrainConfig, out_dir: Path, *, label: str, overwrite: bool, progress: bool, trainer_progress: bool = False,
+) -> tuple[Trainer, dict[str, Any]]:
+    """Train (or reuse) one network with an epoch bar named ``train <label>`` and log lines naming it.
+
+    The trainer's own per-batch bar names the run by its method only (``ce``), so runs that
+    differ in their IB settings get this bar instead (``trainer_progress=True`` keeps the per-batch
+    bar as well, on a terminal only, for long epochs).
+    """
+    from ib_plugins._progress import is_interactive, progress_bar
+
+    bar = progress_bar(total=cfg.epochs, desc=f"train {label}", unit="epoch", enabled=progress)
+
+    def on_epoch(trainer: Trainer, epoch: int, metrics: dict[str, Any]) -> None:
+        del trainer
+        acc = metrics.get("test_acc")
+        if acc is not None:
+            bar.set_postfix(test_acc=f"{float(acc):.3f}")
+        bar.update(max(0, epoch - bar.n))
+        logger.info("%s: epoch %d/%d, train loss %.4g%s", label, epoch, cfg.epochs, float(metrics.get("train_loss", 0.0)),
+                    "" if acc is None else f", test acc {float(acc):.3f}")
+
+    trainer = Trainer(cfg, out_dir=out_dir, resume="auto", overwrite=overwrite,
+                      progress=progress and trainer_progress and is_interactive(), callbacks=[on_epoch])
+    try:
+        final = trainer.fit()
+        bar.update(max(0, cfg.epochs - bar.n))  # a finished run that was reused trains no epoch
+    finally:
+        bar.close()
+    return trainer, final
+
+
+def _run_label(name: str, cfg: TrainConfig) -> str:
+    """``name (method + IB on layers + mask)``: what the run is, for bars and log lines."""
+    parts = [cfg.method]
+    if cfg.ib:
+        layers = cfg.ib_layers if isinstance(cfg.ib_layers, str) else ",".join(map(str, cfg.ib_layers or []))
+        parts.append(f"IB on {layers}")
+    if cfg.mask:
+        parts.append(f"{cfg.mask} mask")
+    return f"{name} ({' + '.join(parts)})"
 
 
 def _demo_table(suite_results: dict[str, Any], aa_results: dict[str, Any]) -> str:
@@ -587,21 +1065,48 @@ def run_demo(
     suite_results = {}
     aa_results: dict[str, Any] = {}
     entries = []
-    for name, cfg in runs.items():
-        trainer = Trainer(cfg, out_dir=out / name.lower(), resume="auto", overwrite=overwrite, progress=progress)
-        final = trainer.fit()
-        model = trainer.eval_model().eval()
+    robust_layers = ", ".join(get_preset("digits-cnn").robust_layers)
+    labels = {"CE": "CE (ce, no IB)", "IB-RAR": f"IB-RAR (ce + IB on {robust_layers} + code mask)"}
+    phases = PhaseProgress(total=len(runs) * (3 if autoattack_n > 0 else 2), desc="demo", enabled=progress,
+                           logger=logger)
+    try:
+        for name, cfg in runs.items():
+            _demo_run(name, cfg, label=labels[name], phases=phases, out=out, x=x, y=y, specs=specs, seed=seed,
+                      device=device, progress=progress, engine=engine, overwrite=overwrite, autoattack_n=autoattack_n,
+                      budget_info=budget_info, results=results, suite_results=suite_results, aa_results=aa_results,
+                      entries=entries)
+    finally:
+        phases.close()
+    return _finish_demo(out, results=results, suite_results=suite_results, aa_results=aa_results, entries=entries,
+                        budget_info=budget_info, x=x, epochs=epochs, seed=seed, autoattack_n=autoattack_n, t0=t0)
+
+
+def _demo_run(
+    name: str, cfg: TrainConfig, *, label: str, phases: PhaseProgress, out: Path, x: torch.Tensor, y: torch.Tensor,
+    specs: Any, seed: int, device: str, progress: bool, engine: str, overwrite: bool, autoattack_n: int,
+    budget_info: Any, results: dict[str, Any], suite_results: dict[str, Any], aa_results: dict[str, Any],
+    entries: list[Any],
+) -> None:
+    """One network of the demo: train it, attack it with the suite, then AutoAttack (each a named phase)."""
+    from ib_plugins import evaluation as ev
+
+    with phases.phase(f"train {label}"):
+        trainer, final = _fit_with_progress(cfg, out / name.lower(), label=label, overwrite=overwrite,
+                                            progress=progress)
+    model = trainer.eval_model().eval()
+    with phases.phase(f"attack {name} (IB-RAR suite: {', '.join(s.name for s in specs)})"):
         suite_results[name] = ev.evaluate_suite(model, x, y, specs, seed=seed, device=device, progress=progress,
                                                 engine=engine)
-        results[name] = {"train": final, "suite": suite_results[name].to_dict()}
-        if autoattack_n > 0:
-            from ib_plugins.adapters.robustbench_eval import evaluate_for_leaderboard
+    results[name] = {"train": final, "suite": suite_results[name].to_dict()}
+    if autoattack_n > 0:
+        from ib_plugins.adapters.robustbench_eval import evaluate_for_leaderboard
 
-            n_aa = min(autoattack_n, int(x.shape[0]))
-            ib_config = None
-            if cfg.ib:
-                ib_config = {"layers": cfg.ib_layers, "alpha": cfg.alpha, "beta": cfg.beta, "y_kernel": cfg.y_kernel,
-                             "mask": cfg.mask, "mask_every": cfg.mask_every}
+        n_aa = min(autoattack_n, int(x.shape[0]))
+        ib_config = None
+        if cfg.ib:
+            ib_config = {"layers": cfg.ib_layers, "alpha": cfg.alpha, "beta": cfg.beta, "y_kernel": cfg.y_kernel,
+                         "mask": cfg.mask, "mask_every": cfg.mask_every}
+        with phases.phase(f"AutoAttack {name} (n={n_aa})"):
             entry = evaluate_for_leaderboard(
                 model, x[:n_aa], y[:n_aa], dataset="digits", threat_model="Linf", eps=budget_info.linf_eps,
                 model_name=f"demo-{name.lower()}", batch_size=n_aa, seed=seed, out_dir=out, ib_config=ib_config,
@@ -609,9 +1114,18 @@ def run_demo(
                           "venue": "ib-plugins demo", "additional_data": False},
                 state_dir=out / "autoattack" / name.lower(), device=device, progress=progress, overwrite=overwrite,
             )
-            entries.append(entry)
-            aa_results[name] = {"n": n_aa, "clean_accuracy": entry.clean_accuracy, "robust_accuracy": entry.robust_accuracy}
-            results[name]["autoattack"] = aa_results[name]
+        entries.append(entry)
+        aa_results[name] = {"n": n_aa, "clean_accuracy": entry.clean_accuracy, "robust_accuracy": entry.robust_accuracy}
+        results[name]["autoattack"] = aa_results[name]
+
+
+def _finish_demo(
+    out: Path, *, results: dict[str, Any], suite_results: dict[str, Any], aa_results: dict[str, Any],
+    entries: list[Any], budget_info: Any, x: torch.Tensor, epochs: int, seed: int, autoattack_n: int, t0: float,
+) -> dict[str, Any]:
+    """The demo's table, leaderboard files, metrics.json and results.md."""
+    from ib_plugins.presets import get_preset
+
     table = _demo_table(suite_results, aa_results)
     metrics: dict[str, Any] = {
         "models": results,
@@ -638,7 +1152,7 @@ def run_demo(
         "+ channel mask (authors' code mode). Accuracy (%) on "
         f"{x.shape[0]} test images under the IB-RAR attack suite at the digits budget "
         f"(L∞ ε = {budget_info.linf_eps} for PGD, FGSM, FAB and NI-FGSM; CW is the paper's fixed-c CW-L2, "
-        "see the note under the table).{aa_note}",
+        f"see the note under the table).{aa_note}",
         "",
         table,
     ]

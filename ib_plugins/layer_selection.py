@@ -17,7 +17,7 @@ from collections.abc import Sequence
 import torch.nn as nn
 
 from ib_plugins.errors import UnknownLayerError
-from ib_plugins.presets import get_preset, list_presets, preset_for_model
+from ib_plugins.presets import check_preset_fits, get_preset, list_presets, preset_for_model
 
 __all__ = ["list_layer_names", "resolve_layers", "expand_layer_spec", "LayerSpec"]
 
@@ -119,7 +119,9 @@ def expand_layer_spec(model: nn.Module, spec: LayerSpec) -> list[str]:
     * a list of dotted names: returned as given;
     * a single dotted name;
     * ``"all"`` or ``"robust"``: the hook points (or robust layers) of the model's own preset;
-    * a preset name, optionally with ``":robust"``: e.g. ``"vgg16"`` or ``"vgg16:robust"``;
+    * a preset name, optionally with ``":robust"``: e.g. ``"vgg16"`` or ``"vgg16:robust"`` (when the
+      model has a preset of its own that the named one does not fit, e.g. ``"resnet18"`` on
+      torchvision's ResNet-18, the error names the preset that fits);
     * an int ``n > 0``: the last ``n`` hook points of the model's own preset.
 
     Args:
@@ -131,7 +133,8 @@ def expand_layer_spec(model: nn.Module, spec: LayerSpec) -> list[str]:
 
     Raises:
         ValueError: the spec needs a preset and the model has none, the preset or subset is unknown,
-            or an int is out of range.
+            a named preset's layers are missing from a model that has another preset (see
+            :func:`ib_plugins.presets.check_preset_fits`), or an int is out of range.
         TypeError: ``spec`` has an unsupported type.
 
     Example:
@@ -156,7 +159,10 @@ def expand_layer_spec(model: nn.Module, spec: LayerSpec) -> list[str]:
             return list(_own_preset(model, f"ib_layers={spec!r}").select(spec))
         base, _, subset = spec.partition(":")
         if base in list_presets():
-            return list(get_preset(base).select(subset or "all"))
+            preset = get_preset(base)
+            if preset_for_model(model) is not None:  # a known model: naming another model's preset is an error
+                check_preset_fits(preset, model)
+            return list(preset.select(subset or "all"))
         return [spec]
     if isinstance(spec, Sequence):
         names = list(spec)

@@ -6,7 +6,9 @@ library writes can carry its uncertainty:
 * :func:`wilson_interval`: the Wilson score interval of one accuracy (``k`` of ``n`` correct);
 * :func:`paired_difference_interval`: the interval of the difference of two accuracies measured on
   the **same** images (two networks, or a model before and after an attack), from the discordant
-  pairs, by the Agresti–Min adjusted Wald method.
+  pairs, by the Agresti–Min adjusted Wald method;
+* :func:`mean_interval`: mean, standard deviation and Student-t interval of a few repeated runs
+  (e.g. seeds), with :func:`t_quantile` computed from the regularised incomplete beta function.
 
 Pure Python (:mod:`statistics` for the normal quantile); no numpy or scipy.
 
@@ -24,7 +26,7 @@ from __future__ import annotations
 import math
 from statistics import NormalDist
 
-__all__ = ["wilson_interval", "paired_difference_interval", "normal_quantile"]
+__all__ = ["wilson_interval", "paired_difference_interval", "normal_quantile", "t_quantile", "mean_interval"]
 
 
 def _check_confidence(confidence: object) -> float:
@@ -142,3 +144,111 @@ def paired_difference_interval(
     d = (b - c) / m
     half = z * math.sqrt(max((b + c) - (b - c) ** 2 / m, 0.0)) / m
     return difference, max(-1.0, d - half), min(1.0, d + half)
+
+
+def _betacf(a: float, b: float, x: float) -> float:
+    """Continued fraction of the regularised incomplete beta function (modified Lentz)."""
+    tiny, qab, qap, qam = 1e-300, a + b, a + 1.0, a - 1.0
+    c, d = 1.0, 1.0 - qab * x / qap
+    d = 1.0 / (d if abs(d) > tiny else tiny)
+    h = d
+    for m in range(1, 400):
+        m2 = 2 * m
+        for aa in (m * (b - m) * x / ((qam + m2) * (a + m2)), -(a + m) * (qab + m) * x / ((a + m2) * (qap + m2))):
+            d = 1.0 + aa * d
+            d = 1.0 / (d if abs(d) > tiny else tiny)
+            c = 1.0 + aa / c
+            c = c if abs(c) > tiny else tiny
+            h *= d * c
+        if abs(d * c - 1.0) < 1e-15:
+            break
+    return h
+
+
+def _betainc(a: float, b: float, x: float) -> float:
+    if x <= 0.0:
+        return 0.0
+    if x >= 1.0:
+        return 1.0
+    log_front = math.lgamma(a + b) - math.lgamma(a) - math.lgamma(b) + a * math.log(x) + b * math.log1p(-x)
+    if x < (a + 1.0) / (a + b + 2.0):
+        return math.exp(log_front) * _betacf(a, b, x) / a
+    return 1.0 - math.exp(log_front) * _betacf(b, a, 1.0 - x) / b
+
+
+def _t_cdf(t: float, df: float) -> float:
+    tail = 0.5 * _betainc(df / 2.0, 0.5, df / (df + t * t))
+    return 1.0 - tail if t >= 0 else tail
+
+
+def t_quantile(confidence: float, df: int) -> float:
+    """The two-sided Student-t quantile: ``P(|T| <= t) = confidence`` for ``df`` degrees of freedom.
+
+    Computed by bisection on the t distribution's CDF (regularised incomplete beta function); no scipy.
+
+    Args:
+        confidence: the confidence level, in ``(0, 1)``.
+        df: degrees of freedom, an int >= 1.
+
+    Returns:
+        The quantile.
+
+    Raises:
+        ValueError: ``confidence`` or ``df`` out of range.
+
+    Example:
+        >>> round(t_quantile(0.95, 2), 3), round(t_quantile(0.95, 30), 3)
+        (4.303, 2.042)
+    """
+    _check_confidence(confidence)
+    if isinstance(df, bool) or not isinstance(df, int) or df < 1:
+        raise ValueError(f"df: expected an int >= 1, got {df!r}")
+    target = (1 + confidence) / 2
+    low, high = 0.0, 1.0
+    while _t_cdf(high, df) < target:
+        high *= 2.0
+    for _ in range(200):
+        mid = (low + high) / 2
+        if _t_cdf(mid, df) < target:
+            low = mid
+        else:
+            high = mid
+        if high - low < 1e-12 * max(1.0, high):
+            break
+    return (low + high) / 2
+
+
+def mean_interval(values: list[float] | tuple[float, ...], *, confidence: float = 0.95) -> dict[str, float | int | None]:
+    """Mean, sample standard deviation and Student-t interval of the mean of a few runs.
+
+    Args:
+        values: the per-run values (e.g. one per seed); at least one.
+        confidence: the confidence level, in ``(0, 1)``.
+
+    Returns:
+        ``{"n", "mean", "std", "low", "high", "half_width"}``; with a single value ``std`` and the
+        interval are None (no spread can be estimated).
+
+    Raises:
+        ValueError: no values, a non-finite value, or ``confidence`` out of range.
+
+    Example:
+        >>> r = mean_interval([1.0, 2.0, 3.0])
+        >>> r["mean"], r["std"], round(r["half_width"], 3)
+        (2.0, 1.0, 2.484)
+        >>> mean_interval([0.5])["low"] is None
+        True
+    """
+    _check_confidence(confidence)
+    data = [float(v) for v in values]
+    if not data:
+        raise ValueError("values: expected at least one value, got none")
+    if not all(math.isfinite(v) for v in data):
+        raise ValueError(f"values: expected finite numbers, got {data!r}")
+    n = len(data)
+    mean = sum(data) / n
+    if n < 2:
+        return {"n": n, "mean": mean, "std": None, "low": None, "high": None, "half_width": None}
+    std = math.sqrt(sum((v - mean) ** 2 for v in data) / (n - 1))
+    half = t_quantile(confidence, n - 1) * std / math.sqrt(n)
+    return {"n": n, "mean": mean, "std": std, "low": mean - half, "high": mean + half, "half_width": half}

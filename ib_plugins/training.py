@@ -23,6 +23,14 @@ Runs are reproducible and resumable: the trainer works inside :func:`torch.rando
 model, optimiser, scheduler, every RNG state, the channel-mask schedule and the resolved config.
 An interrupted and resumed run ends with the same weights as an uninterrupted one.
 
+As researchers run training (issue 14): step, multistep and cosine learning-rate schedules with a
+linear warm-up (``schedule``, ``milestones``, ``warmup_epochs``); an exponential moving average of
+the weights saved beside them (``ema_decay``; ``load_model_from_checkpoint(..., weights="ema")``);
+PGD validation on a split held out of the training set with ``checkpoint_best.pt``
+(``robust_val_every``, ``val_size``); the information plane, per-layer ``nHSIC(T, X)`` and
+``nHSIC(T, Y)`` per epoch in ``history.json`` and ``information_plane.png``; optional TensorBoard
+logging (``tensorboard``); and ``device="auto"``. All of it is checkpointed and resumes exactly.
+
 Example:
     >>> from ib_plugins.training import TrainConfig, resolve_config
     >>> cfg = resolve_config(TrainConfig(method="pgd-at", dataset="cifar10", model="vgg16", ib=True))
@@ -145,9 +153,24 @@ class TrainConfig:
         lr: learning rate.
         momentum: SGD momentum.
         weight_decay: weight decay.
-        schedule: ``"step"`` (StepLR) or ``"none"``.
-        step_size: StepLR step (epochs).
-        gamma: StepLR factor.
+        schedule: learning-rate schedule, stepped once per epoch, through torch's own schedulers:
+            ``"step"`` (:class:`~torch.optim.lr_scheduler.StepLR`: × ``gamma`` every ``step_size``
+            epochs), ``"multistep"`` (:class:`~torch.optim.lr_scheduler.MultiStepLR`: × ``gamma`` at
+            each of ``milestones``), ``"cosine"`` (:class:`~torch.optim.lr_scheduler.CosineAnnealingLR`
+            from ``lr`` to 0 over the epochs after the warm-up; its curve depends on ``epochs``, so a
+            cosine run cannot be resumed with another ``epochs``) or ``"none"`` (constant). None = the
+            preset's: ``"none"`` for MART under ``ibrar-code``/``paper`` and for entropic retraining,
+            else ``"step"``.
+        step_size: StepLR step (epochs; counted from the end of the warm-up).
+        gamma: StepLR / MultiStepLR factor.
+        milestones: the epochs at whose end MultiStepLR multiplies the rate by ``gamma``, counted from
+            the start of training (warm-up included): a list of increasing ints, or the text
+            ``"75,90"`` (as ``--milestones 75,90``; stored as a list). Only with ``"multistep"``,
+            which needs them.
+        warmup_epochs: linear warm-up (:class:`~torch.optim.lr_scheduler.LinearLR` chained to the
+            schedule by :class:`~torch.optim.lr_scheduler.SequentialLR`): epoch ``e < N`` (from 0)
+            trains at ``lr·(e + 1)/(N + 1)``, then the schedule starts. None = no warm-up; must be
+            below ``epochs``.
         eps: L∞ budget of the training attack.
         pgd_steps: PGD iterations.
         pgd_alpha: PGD step size.
@@ -165,7 +188,8 @@ class TrainConfig:
         entropic_sigma: σ of entropic retraining (None: 1.65, or 1.01 on CIFAR-like data, as the paper).
         augment: random crop + flip (None = the dataset's default).
         seed: seed of the run (data order, augmentation, attack random starts, dropout).
-        device: ``"cpu"``, ``"cuda"``, ``"cuda:1"``...
+        device: ``"auto"`` (CUDA when available, else the CPU; :func:`resolve_config` writes the
+            device it picked), ``"cpu"``, ``"cuda"``, ``"cuda:1"``...
         data_dir: folder with dataset files.
         train_limit: use a stratified subset of this many training images.
         test_limit: use a stratified subset of this many test images.
@@ -176,6 +200,24 @@ class TrainConfig:
             passes, the training attack and the loss run under :func:`torch.autocast` with that
             dtype; ``"fp16"`` also scales the loss with a :class:`torch.amp.GradScaler` (saved in
             checkpoints). The HSIC kernels, solves and mask scores always run in float32.
+        ema_decay: keep an exponential moving average of the weights with this decay in (0, 1)
+            (:class:`torch.optim.swa_utils.AveragedModel` with ``get_ema_multi_avg_fn``, updated
+            after every optimiser step, BatchNorm buffers averaged too); it is evaluated beside the
+            raw weights (``test_acc_ema``) and saved in checkpoints under ``model_ema`` (load it with
+            ``load_model_from_checkpoint(path, weights="ema")``). None = off.
+        robust_val_every: every this many epochs (and at the last one), measure clean and PGD
+            accuracy on a validation split held out of the *training* set (never the test set) and
+            keep ``checkpoint_best.pt``, the epoch of the highest robust validation accuracy (of the
+            EMA weights when ``ema_decay`` is set). The attack is the IB-RAR suite's L∞ PGD at the
+            run's ``eps`` and ``pgd_steps`` (step size by the suite's rule for the preset), run by
+            :func:`ib_plugins.evaluation.evaluate_suite` with its own seed, so the training's random
+            streams are untouched. None = off (no split: every training image trains).
+        val_size: images in that validation split: a seeded, class-stratified draw from the training
+            images (after ``train_limit``), removed from training. None = 10% of them, at most 1000.
+            Only with ``robust_val_every``. The size drawn is recorded in the history (``val_n``).
+        tensorboard: also log every epoch's metrics to this folder with
+            :class:`torch.utils.tensorboard.SummaryWriter` (needs the ``tensorboard`` package).
+            Not part of the run's identity.
 
     Every field is checked by :meth:`validate` (types from the annotations, ranges, names,
     combinations) when the config is built with :meth:`from_dict` or resolved by
@@ -209,6 +251,8 @@ class TrainConfig:
     schedule: str | None = None
     step_size: int = 20
     gamma: float = 0.2
+    milestones: list[int] | str | None = None
+    warmup_epochs: int | None = None
     eps: float | None = None
     pgd_steps: int = 10
     pgd_alpha: float | None = None
@@ -226,13 +270,17 @@ class TrainConfig:
     entropic_sigma: float | None = None
     augment: bool | None = None
     seed: int = 0
-    device: str = "cpu"
+    device: str = "auto"
     data_dir: str | None = None
     train_limit: int | None = None
     test_limit: int | None = None
     eval_every: int = 1
     ib_global_batch: bool = False
     amp: str | None = None
+    ema_decay: float | None = None
+    robust_val_every: int | None = None
+    val_size: int | None = None
+    tensorboard: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """The config as a JSON-serialisable dict.
@@ -317,7 +365,9 @@ class TrainConfig:
         _check_combinations(self)
 
     def run_identity(self) -> dict[str, Any]:
-        """The fields that make two configs "the same run" (everything but ``epochs``/``device``/``eval_every``).
+        """The fields that make two configs "the same run".
+
+        Everything but ``epochs``, ``device``, ``eval_every``, ``data_dir`` and ``tensorboard``.
 
         Returns:
             The identifying subset of :meth:`to_dict`.
@@ -327,7 +377,7 @@ class TrainConfig:
             True
         """
         ident = self.to_dict()
-        for key in ("epochs", "device", "eval_every", "data_dir"):
+        for key in ("epochs", "device", "eval_every", "data_dir", "tensorboard"):
             ident.pop(key)
         return ident
 
@@ -354,6 +404,8 @@ def _annotation_kinds(tp: Any) -> tuple[tuple[str, ...], bool]:
             kinds.append(member.__name__)
         elif typing.get_origin(member) is list and typing.get_args(member) == (str,):
             kinds.append("list[str]")
+        elif typing.get_origin(member) is list and typing.get_args(member) == (int,):
+            kinds.append("list[int]")
         else:  # pragma: no cover - a new field type needs a rule here
             raise TypeError(f"TrainConfig: no validation rule for the annotation {member!r}")
     return tuple(kinds), optional
@@ -370,7 +422,7 @@ _CHOICES: dict[str, tuple[str, ...]] = {
     "x_for_ib": ("clean", "adv"),
     "amp": ("bf16", "fp16"),
     "optimizer": ("sgd", "adam"),
-    "schedule": ("step", "none"),
+    "schedule": ("step", "none", "multistep", "cosine"),
     "variant": ("ibrar", "standard"),
     "y_kernel": ("linear", "gaussian"),
     "ib_on": ("adv", "clean", "both"),
@@ -412,7 +464,11 @@ def _check_field(name: str, value: Any) -> None:
         _choice(name, value, tuple(names()))
         return
     if name == "device":
-        _parse_device(value)
+        if value != "auto":
+            _parse_device(value)
+        return
+    if name == "milestones":
+        _parse_milestones(value)
         return
     ok = False
     if "bool" in kinds and isinstance(value, bool):
@@ -433,6 +489,27 @@ def _check_field(name: str, value: Any) -> None:
         ok = bool(value) and all(isinstance(v, str) and v.strip() for v in value)
     if not ok:
         raise ValueError(f"{name}: expected {_describe(name, kinds, optional)}, got {_short_repr(value)}")
+
+
+_MILESTONES_EXPECTED = (
+    "milestones: expected increasing epochs (ints >= 1) as a list or comma-separated text such as '75,90'"
+)
+
+
+def _parse_milestones(value: object) -> list[int]:
+    """``[75, 90]`` from ``"75,90"`` or ``[75, 90]``; anything else is a ValueError naming ``milestones``."""
+    if isinstance(value, str):
+        parts = [t.strip() for t in value.split(",")]
+        if not all(re.fullmatch(r"[0-9]{1,9}", t) for t in parts):
+            raise ValueError(f"{_MILESTONES_EXPECTED}, got {_short_repr(value)}")
+        epochs = [int(t) for t in parts]
+    elif isinstance(value, list) and value and all(_is_int(v) for v in value):
+        epochs = list(value)
+    else:
+        raise ValueError(f"{_MILESTONES_EXPECTED}, got {_short_repr(value)}")
+    if epochs[0] < 1 or any(b <= a for a, b in zip(epochs, epochs[1:])):
+        raise ValueError(f"{_MILESTONES_EXPECTED}, got {_short_repr(value)}")
+    return epochs
 
 
 def _in_range(value: float, low: float, low_in: bool, high: float, high_in: bool) -> bool:
@@ -535,6 +612,17 @@ def _check_combinations(c: TrainConfig) -> None:
         raise ValueError(f"ib/mask: the IB-RAR term combines with methods ce, pgd-at, trades, mart, not {c.method!r}")
     if c.method == "entropic" and not c.init_checkpoint:
         raise ValueError("init_checkpoint: entropic retraining starts from a pretrained checkpoint; pass its path")
+    _check_schedule(c)
+    if c.ema_decay is not None and not 0.0 < c.ema_decay < 1.0:
+        raise ValueError(
+            f"ema_decay: expected a number in (0, 1) (the weight of the running average at each step, e.g. "
+            f"0.999), got {c.ema_decay!r}"
+        )
+    if c.val_size is not None and c.robust_val_every is None:
+        raise ValueError(
+            f"val_size: the validation split is held out only for robust validation; set robust_val_every "
+            f"(--robust-val-every K) or drop val_size, got val_size={c.val_size} without it"
+        )
     at = c.method in _AT_METHODS or (c.method == "hbar" and c.hbar_adv)
     if at:
         for name in ("eps", "pgd_alpha"):
@@ -545,6 +633,31 @@ def _check_combinations(c: TrainConfig) -> None:
                     f"{name}: expected {what} for adversarial training (method {c.method!r}), got {value!r}; "
                     f"{name} = 0 would train on unperturbed inputs (use method='ce' for that)"
                 )
+
+
+def _check_schedule(c: TrainConfig) -> None:
+    """The learning-rate schedule's fields fit together (``schedule=None`` is never ``"multistep"``)."""
+    if c.schedule == "multistep" and c.milestones is None:
+        raise ValueError(
+            "milestones: expected the epochs at which the multistep schedule decays the rate (e.g. "
+            "--milestones 75,90), got None"
+        )
+    if c.milestones is not None and c.schedule != "multistep":
+        raise ValueError(
+            f"milestones: only the multistep schedule uses them; pass schedule='multistep' (--schedule "
+            f"multistep), got schedule={c.schedule!r}"
+        )
+    if c.warmup_epochs is not None:
+        if c.warmup_epochs >= c.epochs:
+            raise ValueError(
+                f"warmup_epochs: expected fewer than epochs ({c.epochs}) so that the schedule runs after the "
+                f"warm-up, got {c.warmup_epochs}"
+            )
+        if c.milestones is not None and _parse_milestones(c.milestones)[0] <= c.warmup_epochs:
+            raise ValueError(
+                f"milestones: expected epochs after the warm-up (warmup_epochs={c.warmup_epochs}; milestones "
+                f"count from the start of training), got {_short_repr(c.milestones)}"
+            )
 
 
 def _model_preset(model: str) -> Any:
@@ -593,6 +706,10 @@ def resolve_config(config: TrainConfig) -> TrainConfig:
         c.weight_decay = 1e-2 if (at or c.preset == "paper") and c.method != "entropic" else 0.0
     if c.schedule is None:
         c.schedule = "none" if (c.method == "mart" and c.preset != "standard") or c.method == "entropic" else "step"
+    if c.milestones is not None:
+        c.milestones = _parse_milestones(c.milestones)  # "75,90" (the command line) is stored as [75, 90]
+    if c.device == "auto":
+        c.device = "cuda" if torch.cuda.is_available() else "cpu"
     # Attack budget.
     if c.eps is None:
         if c.dataset in _SMALL_IMAGE_DATASETS:
@@ -834,19 +951,39 @@ class BatchLoss:
         loss: the total, to backpropagate.
         logits: logits used for the accuracy (the adversarial ones under AT).
         parts: named parts (``task``, ``ib``, ``hx``, ``hy``, ``kl``...).
+        layer_hsic: the information-plane coordinates of the batch, ``[2, L]``: row 0 is
+            ``nHSIC(T_l, X)``, row 1 ``nHSIC(T_l, Y)`` for each IB layer ``l`` (in
+            :attr:`~ib_plugins.IBModel.layers` order), averaged over the forwards the IB term
+            regularised (two for TRADES/MART with ``ib_on="both"``); None without an IB term.
+
+    Example:
+        >>> out = BatchLoss(loss=torch.tensor(1.0), logits=torch.zeros(2, 3))
+        >>> out.parts, out.layer_hsic
+        ({}, None)
     """
 
     loss: Tensor
     logits: Tensor
     parts: dict[str, Tensor] = field(default_factory=dict)
+    layer_hsic: Tensor | None = None
 
 
-def _add_ib(parts: dict[str, Tensor], model: IBModel, x_ib: Tensor, y: Tensor, output: Tensor) -> Tensor:
+def _add_ib(
+    parts: dict[str, Tensor], model: IBModel, x_ib: Tensor, y: Tensor, output: Tensor, layers: list[Tensor]
+) -> Tensor:
     terms = model.ib_terms(x_ib, y, output=output)
     parts["ib"] = parts.get("ib", terms.loss.new_zeros(())) + terms.loss.detach()
     parts["hx"] = parts.get("hx", terms.hx.new_zeros(())) + terms.hx.detach().sum()
     parts["hy"] = parts.get("hy", terms.hy.new_zeros(())) + terms.hy.detach().sum()
+    layers.append(torch.stack([terms.hx.detach(), terms.hy.detach()]).float())
     return terms.loss
+
+
+def _mean_layers(layers: list[Tensor]) -> Tensor | None:
+    """The mean ``[2, L]`` of the IB terms' per-layer values (None when no IB term ran)."""
+    if not layers or any(t.shape != layers[0].shape for t in layers):
+        return None
+    return layers[0] if len(layers) == 1 else torch.stack(layers).mean(0)
 
 
 def batch_loss(
@@ -893,6 +1030,7 @@ def batch_loss(
     fwd = model if forward is None else forward
     ib = isinstance(model, IBModel) and config.ib
     parts: dict[str, Tensor] = {}
+    layers: list[Tensor] = []  # per-layer [hx, hy] of each IB term
     labels_ctx = model.labels(y) if isinstance(model, IBModel) else _null_context()
 
     if method in ("ce", "vib", "entropic") or (method == "hbar" and not config.hbar_adv):
@@ -923,10 +1061,10 @@ def batch_loss(
             parts["kl"] = kl.detach()
             loss = loss + config.vib_beta * kl
         elif method == "hbar":
-            loss = loss + _add_ib(parts, model, x_in, y, logits)
+            loss = loss + _add_ib(parts, model, x_in, y, logits, layers)
         elif ib:
-            loss = loss + _add_ib(parts, model, x, y, logits)
-        return BatchLoss(loss=loss, logits=logits, parts=parts)
+            loss = loss + _add_ib(parts, model, x, y, logits, layers)
+        return BatchLoss(loss=loss, logits=logits, parts=parts, layer_hsic=_mean_layers(layers))
 
     if attack is None and not (method == "trades" and config.variant == "standard"):
         raise ValueError(f"attack: method {method!r} needs a training attack, got None")
@@ -938,7 +1076,8 @@ def batch_loss(
         logits_clean = fwd(x)
         task = F.cross_entropy(logits_adv, y)
         parts["task"] = task.detach()
-        return BatchLoss(loss=task + _add_ib(parts, model, x, y, logits_clean), logits=logits_adv, parts=parts)
+        loss = task + _add_ib(parts, model, x, y, logits_clean, layers)
+        return BatchLoss(loss=loss, logits=logits_adv, parts=parts, layer_hsic=_mean_layers(layers))
 
     if method == "pgd-at":
         x_adv = attack(x, y)
@@ -951,10 +1090,10 @@ def batch_loss(
         loss = task
         if ib:
             if config.ib_on in ("adv", "both"):
-                loss = loss + _add_ib(parts, model, x_ib, y, logits_adv)
+                loss = loss + _add_ib(parts, model, x_ib, y, logits_adv, layers)
             if logits_clean is not None:
-                loss = loss + _add_ib(parts, model, x_ib, y, logits_clean)
-        return BatchLoss(loss=loss, logits=logits_adv, parts=parts)
+                loss = loss + _add_ib(parts, model, x_ib, y, logits_clean, layers)
+        return BatchLoss(loss=loss, logits=logits_adv, parts=parts, layer_hsic=_mean_layers(layers))
 
     # TRADES and MART: a clean and an adversarial forward.
     if method == "trades" and config.variant == "standard":
@@ -973,11 +1112,11 @@ def batch_loss(
     loss = task
     if ib:
         if config.ib_on in ("clean", "both"):
-            loss = loss + _add_ib(parts, model, x_ib, y, logits_clean)
+            loss = loss + _add_ib(parts, model, x_ib, y, logits_clean, layers)
         if config.ib_on in ("adv", "both"):
-            loss = loss + _add_ib(parts, model, x_ib, y, logits_adv)
+            loss = loss + _add_ib(parts, model, x_ib, y, logits_adv, layers)
         model.clear_records()
-    return BatchLoss(loss=loss, logits=logits_adv, parts=parts)
+    return BatchLoss(loss=loss, logits=logits_adv, parts=parts, layer_hsic=_mean_layers(layers))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -1201,8 +1340,32 @@ def load_checkpoint(path: str | os.PathLike[str], *, map_location: str | torch.d
     return ckpt
 
 
+_WEIGHTS = ("raw", "ema")
+
+
+def _plain_network(config: TrainConfig) -> nn.Module:
+    """A fresh network of ``config`` without IB hooks (VIB keeps its head), drawn from a forked RNG.
+
+    Its initial weights are meant to be overwritten: they come from a forked generator, so building
+    it leaves the caller's random streams (CPU, and the CUDA devices in use) where they were.
+    """
+    cuda = list(range(torch.cuda.device_count())) if torch.cuda.is_available() and torch.cuda.is_initialized() else []
+    plain = config if config.method == "vib" else dataclasses.replace(config, ib=False, mask=None)
+    with torch.random.fork_rng(devices=cuda):
+        trainable, base = build_model(plain)
+    if config.method == "vib":
+        return trainable
+    if isinstance(trainable, IBModel):  # HBaR always hooks its layers
+        trainable.remove_hooks()
+    return base
+
+
 def load_model_from_checkpoint(
-    path: str | os.PathLike[str], *, map_location: str | torch.device = "cpu", expect_model: str | None = None
+    path: str | os.PathLike[str],
+    *,
+    map_location: str | torch.device = "cpu",
+    expect_model: str | None = None,
+    weights: str = "raw",
 ) -> tuple[nn.Module, TrainConfig, dict[str, Any]]:
     """Rebuild the trained network of a checkpoint (plain network; VIB models keep their head).
 
@@ -1211,15 +1374,20 @@ def load_model_from_checkpoint(
     or not it loads a model.
 
     Args:
-        path: checkpoint file.
+        path: checkpoint file (``checkpoint.pt``, or ``checkpoint_best.pt`` of a run with
+            ``robust_val_every``).
         map_location: device for the tensors.
         expect_model: if given, the model name the checkpoint must hold.
+        weights: ``"raw"`` (default): the trained weights (checkpoint key ``model``); ``"ema"``: their
+            exponential moving average (key ``model_ema``, written by runs with ``ema_decay``).
 
     Returns:
         ``(model, config, checkpoint)`` with the model in eval mode.
 
     Raises:
-        CheckpointError: unreadable file, a different model than expected, or weights that do not fit.
+        CheckpointError: unreadable file, a different model than expected, weights that do not fit,
+            or ``weights="ema"`` for a checkpoint without EMA weights.
+        ValueError: ``weights`` is neither ``"raw"`` nor ``"ema"``.
 
     Example:
         >>> import os, tempfile
@@ -1231,11 +1399,18 @@ def load_model_from_checkpoint(
         >>> type(model).__name__, model.training, torch.equal(state, torch.get_rng_state())
         ('DigitsCNN', False, True)
         >>> try:
+        ...     load_model_from_checkpoint(path, weights="ema")
+        ... except CheckpointError as err:
+        ...     print(str(err).split(" (")[0].split(": ", 1)[1])
+        weights='ema' was asked for, but the checkpoint holds no EMA weights
+        >>> try:
         ...     load_model_from_checkpoint("/nonexistent.pt")
         ... except CheckpointError:
         ...     print("error")
         error
     """
+    if not isinstance(weights, str) or weights not in _WEIGHTS:
+        raise ValueError(f"weights: expected one of {', '.join(map(repr, _WEIGHTS))}, got {_short_repr(weights)}")
     ckpt = load_checkpoint(path, map_location=map_location)
     try:
         config = TrainConfig.from_dict(ckpt["config"])
@@ -1243,15 +1418,17 @@ def load_model_from_checkpoint(
         raise CheckpointError(f"{path}: the stored config is invalid ({err})") from err
     if expect_model is not None and config.model != expect_model:
         raise CheckpointError(f"{path} holds a {config.model!r} model, not {expect_model!r}")
-    # The initial weights drawn here are overwritten: draw them from a forked generator, so that
-    # loading leaves the caller's random streams (CPU, and the CUDA devices in use) where they were.
-    cuda = list(range(torch.cuda.device_count())) if torch.cuda.is_available() and torch.cuda.is_initialized() else []
-    plain = config if config.method == "vib" else dataclasses.replace(config, ib=False, mask=None)
-    with torch.random.fork_rng(devices=cuda):
-        trainable, base = build_model(plain)
-    model = trainable if config.method == "vib" else base
+    state = ckpt["model"]
+    if weights == "ema":
+        state = ckpt.get("model_ema")
+        if not isinstance(state, Mapping):
+            raise CheckpointError(
+                f"{path}: weights='ema' was asked for, but the checkpoint holds no EMA weights (train with "
+                "ema_decay=D, --ema-decay D, to keep them; weights='raw' loads the trained weights)"
+            )
+    model = _plain_network(config)
     try:
-        model.load_state_dict(ckpt["model"])
+        model.load_state_dict(state)
     except (RuntimeError, TypeError, ValueError, AttributeError) as err:
         reason = " ".join(str(err).split())
         raise CheckpointError(f"{path}: the weights do not fit a {config.model!r} model ({reason[:300]})") from err
@@ -1265,12 +1442,160 @@ def _write_json(path: Path, data: Any) -> None:
     _atomic_write_text(path, json.dumps(data, indent=2, sort_keys=True) + "\n")
 
 
+def _build_scheduler(optimizer: torch.optim.Optimizer, c: TrainConfig) -> Any:
+    """The per-epoch learning-rate scheduler of a resolved config (None for a constant rate)."""
+    from torch.optim import lr_scheduler
+
+    warmup = c.warmup_epochs or 0
+    main: Any = None
+    if c.schedule == "step":
+        main = lr_scheduler.StepLR(optimizer, step_size=c.step_size, gamma=c.gamma)
+    elif c.schedule == "multistep":
+        # SequentialLR restarts the main scheduler's epoch count after the warm-up; milestones count
+        # from the start of training.
+        milestones = [m - warmup for m in _parse_milestones(c.milestones)]
+        main = lr_scheduler.MultiStepLR(optimizer, milestones=milestones, gamma=c.gamma)
+    elif c.schedule == "cosine":
+        main = lr_scheduler.CosineAnnealingLR(optimizer, T_max=c.epochs - warmup)
+    if not warmup:
+        return main
+    warm = lr_scheduler.LinearLR(optimizer, start_factor=1.0 / (warmup + 1), end_factor=1.0, total_iters=warmup)
+    if main is None:
+        return warm  # stays at the full rate after the warm-up
+    return lr_scheduler.SequentialLR(optimizer, [warm, main], milestones=[warmup])
+
+
+def _dataset_labels(dataset: Any) -> Tensor:
+    """The int64 labels of a map-style training set (TensorDataset, Subset, or one with ``targets``)."""
+    from torch.utils.data import Subset, TensorDataset
+
+    if isinstance(dataset, TensorDataset):
+        return dataset.tensors[1].to(torch.int64)
+    if isinstance(dataset, Subset):
+        return _dataset_labels(dataset.dataset)[torch.as_tensor(list(dataset.indices), dtype=torch.int64)]
+    targets = getattr(dataset, "targets", None)
+    if targets is None:
+        raise ValueError(
+            f"robust_val_every: cannot read the labels of a {type(dataset).__name__} training set to hold out a "
+            "stratified validation split"
+        )
+    return torch.as_tensor(targets, dtype=torch.int64)
+
+
+#: Offset of the validation split's seed from the run's (the augmentation uses +1, mixup +2).
+_VAL_SEED_OFFSET = 3
+
+
+def _validation_split(dataset: Any, *, size: int | None, seed: int) -> tuple[Any, tuple[Tensor, Tensor], Tensor]:
+    """Hold a seeded, class-stratified validation split out of a training set.
+
+    Returns ``(train_set, (x_val, y_val), val_indices)``: the training set without the split (in
+    its order, a TensorDataset stays one), the split's tensors, and its indices into ``dataset``.
+    """
+    from torch.utils.data import Subset, TensorDataset
+
+    from ib_plugins.data import _stratified_indices
+
+    labels = _dataset_labels(dataset)
+    n = int(labels.numel())
+    if size is None:
+        size = min(1000, max(1, n // 10))
+    if size >= n:
+        raise ValueError(
+            f"val_size: expected fewer than the {n} training images (the validation split is held out of "
+            f"them and the rest trains), got {size}"
+        )
+    val_idx, train_idx = _stratified_indices(labels, size, torch.Generator().manual_seed(seed + _VAL_SEED_OFFSET))
+    if isinstance(dataset, TensorDataset):
+        x, y = dataset.tensors[0], dataset.tensors[1]
+        return TensorDataset(*(t[train_idx] for t in dataset.tensors)), (x[val_idx], y[val_idx]), val_idx
+    x_val = torch.stack([torch.as_tensor(dataset[i][0]) for i in val_idx.tolist()])
+    return Subset(dataset, train_idx.tolist()), (x_val, labels[val_idx]), val_idx
+
+
+def _summary_writer_class() -> Any:
+    """:class:`torch.utils.tensorboard.SummaryWriter`, or a clear error when tensorboard is missing."""
+    from ib_plugins._optional import is_available
+    from ib_plugins.errors import MissingOptionalDependencyError
+
+    if not is_available("tensorboard"):
+        raise MissingOptionalDependencyError(
+            "tensorboard: logging to a TensorBoard folder needs the 'tensorboard' package, which is not "
+            "installed; install it (pip install tensorboard) or train without tensorboard (--tensorboard)"
+        )
+    from torch.utils.tensorboard import SummaryWriter
+
+    return SummaryWriter
+
+
+@torch.no_grad()
+def _ema_step(ema: Any, model: nn.Module) -> None:
+    """``ema.update_parameters(model)`` for an EMA ``AveragedModel`` with ``use_buffers=True``, without host syncs.
+
+    The same update as torch's method (the first call copies, later ones apply ``ema.multi_avg_fn``,
+    from :func:`~torch.optim.swa_utils.get_ema_multi_avg_fn`, to the parameters and buffers grouped
+    by device and dtype; then ``n_averaged += 1``), but torch's method copies ``n_averaged`` to the
+    parameters' device on every call, which synchronises an accelerator's stream once per step, and
+    the EMA function does not use it: here it stays on the CPU, where reading it is free.
+    """
+    averaged = [t.detach() for t in (*ema.module.parameters(), *ema.module.buffers())]
+    current = [t.detach() for t in (*model.parameters(), *model.buffers())]
+    if len(averaged) != len(current):
+        raise ValueError(f"ema: the averaged network has {len(averaged)} tensors, the trained one {len(current)}")
+    if int(ema.n_averaged) == 0:  # a CPU counter (the AveragedModel was built without a device)
+        for a, c in zip(averaged, current):
+            a.copy_(c)
+    else:
+        groups: dict[tuple[torch.device, torch.dtype], tuple[list[Tensor], list[Tensor]]] = {}
+        for a, c in zip(averaged, current):
+            pair = groups.setdefault((a.device, a.dtype), ([], []))
+            pair[0].append(a)
+            pair[1].append(c)
+        for a_list, c_list in groups.values():
+            ema.multi_avg_fn(a_list, c_list, ema.n_averaged)
+    ema.n_averaged += 1
+
+
+def _log_scalars(writer: Any, metrics: Mapping[str, Any], epoch: int) -> None:
+    """Every numeric metric of an epoch (but ``epoch``) as a TensorBoard scalar at step ``epoch``."""
+    for key in sorted(metrics):
+        value = metrics[key]
+        if key != "epoch" and isinstance(value, (int, float)) and not isinstance(value, bool):
+            writer.add_scalar(key, value, epoch)
+    writer.flush()
+
+
+def _best_in_history(history: list[dict[str, Any]], key: str) -> tuple[int, float] | None:
+    """``(epoch, value)`` of the highest ``key`` in ``history`` (the earliest on ties), or None."""
+    best: tuple[int, float] | None = None
+    for entry in history:
+        value = entry.get(key)
+        if isinstance(value, (int, float)) and (best is None or value > best[1]):
+            best = (int(entry["epoch"]), float(value))
+    return best
+
+
 class Trainer:
     """Train one configuration, writing a results folder and a checkpoint every epoch.
 
     The folder holds ``config.json`` (the resolved config), ``checkpoint.pt`` (latest epoch),
     ``history.json`` (per-epoch metrics), ``metrics.json`` (final metrics), ``results.md`` (a
-    markdown table of the final metrics) and ``training_curves.png``.
+    markdown table of the final metrics) and ``training_curves.png``; with ``robust_val_every``
+    also ``checkpoint_best.pt`` (the whole checkpoint of the epoch with the best robust validation
+    accuracy), and for runs with an IB term ``information_plane.png`` (see
+    :func:`ib_plugins.plots.plot_information_plane`).
+
+    Checkpoints hold ``model`` (the trained weights), ``model_ema`` and ``ema_n_averaged`` (the
+    weight average of ``ema_decay``, else None), ``optimizer``, ``scheduler``, ``grad_scaler``,
+    ``rng`` (every random stream), ``config``, ``history``, ``validation`` (the held-out split's
+    ``indices`` into the training images and its ``attack``, else None) and ``epoch``.
+
+    Each ``history.json`` entry has ``epoch``, ``lr`` (the rate after that epoch's scheduler step),
+    ``train_*`` (epoch means of the loss and its parts, ``train_acc``), ``test_acc`` (every
+    ``eval_every`` epochs) and, when configured: ``test_acc_ema``; ``val_n``, ``val_clean_acc``,
+    ``val_robust_acc`` (and ``*_ema``) on validation epochs; ``hsic/<layer>/x`` and
+    ``hsic/<layer>/y``, the epoch means of ``nHSIC(T_l, X)`` and ``nHSIC(T_l, Y)`` that the IB term
+    computed on each training batch (the information plane).
 
     Args:
         config: the run's configuration (resolved on construction).
@@ -1290,6 +1615,8 @@ class Trainer:
         CheckpointError: ``resume`` without a readable checkpoint.
         ValueError: an invalid config (see :meth:`TrainConfig.validate`), a device this machine does
             not have, or both ``resume=True`` and ``overwrite=True``.
+        MissingOptionalDependencyError: ``tensorboard`` is set but the tensorboard package is not
+            installed.
 
     Example:
         >>> import tempfile
@@ -1330,11 +1657,15 @@ class Trainer:
         self.progress = progress
         self.callbacks = list(callbacks or [])
         self.history: list[dict[str, Any]] = []
+        self._writer_class = _summary_writer_class() if self.config.tensorboard is not None else None
         self._check_out_dir()
 
     # -- results folder ------------------------------------------------------------------------
     # Files the trainer writes into out_dir (config.json aside).
-    _OUTPUT_FILES = ("checkpoint.pt", "history.json", "metrics.json", "results.md", "training_curves.png")
+    _OUTPUT_FILES = (
+        "checkpoint.pt", "checkpoint_best.pt", "history.json", "metrics.json", "results.md", "training_curves.png",
+        "information_plane.png",
+    )
 
     def _check_out_dir(self) -> None:
         cfg_path = self.out_dir / "config.json"
@@ -1389,6 +1720,11 @@ class Trainer:
     # -- setup ---------------------------------------------------------------------------------
     rank = 0
     world = 1
+    # Set by _setup (at the start of fit); None until then and when not configured.
+    ema: Any = None
+    val_set: tuple[Tensor, Tensor] | None = None
+    val_indices: Tensor | None = None
+    _val_spec: Any = None
 
     def _setup(self) -> None:
         from ib_plugins.data import get_dataset_info, load_dataset, make_loader, train_transform
@@ -1398,6 +1734,20 @@ class Trainer:
         self.info = info
         self.train_set = load_dataset(c.dataset, split="train", data_dir=c.data_dir, limit=c.train_limit, seed=c.seed)
         self.test_set = load_dataset(c.dataset, split="test", data_dir=c.data_dir, limit=c.test_limit, seed=c.seed)
+        self.val_set = None
+        self.val_indices = None
+        if c.robust_val_every is not None:
+            # Held out of the training images (never the test set), before the loader is built.
+            n_images = len(self.train_set)
+            self.train_set, self.val_set, self.val_indices = _validation_split(
+                self.train_set, size=c.val_size, seed=c.seed
+            )
+            if c.batch_size > 1 and len(self.train_set) < c.batch_size * self.world:
+                raise ValueError(
+                    f"val_size: holding {len(self.val_indices)} of the {n_images} training images out for validation "
+                    f"leaves {len(self.train_set)}, fewer than one batch (batch_size={c.batch_size}"
+                    f"{f' x {self.world} processes' if self.world > 1 else ''}); lower val_size or batch_size"
+                )
         if self.world > 1:
             # Every rank gets the same number of full batches (uneven tails are dropped), so
             # activations can be gathered and DDP's collectives line up.
@@ -1446,9 +1796,17 @@ class Trainer:
             self.optimizer: torch.optim.Optimizer = torch.optim.SGD(params, lr=c.lr, momentum=c.momentum, weight_decay=c.weight_decay)
         else:
             self.optimizer = torch.optim.Adam(params, lr=c.lr, weight_decay=c.weight_decay)
-        self.scheduler = (
-            torch.optim.lr_scheduler.StepLR(self.optimizer, step_size=c.step_size, gamma=c.gamma) if c.schedule == "step" else None
-        )
+        self.scheduler = _build_scheduler(self.optimizer, c)
+        self.ema = self._build_ema(c.ema_decay) if c.ema_decay is not None else None
+        self._val_spec = None
+        if self.val_set is not None:
+            from ib_plugins.evaluation import build_suite
+
+            budget = "paper" if c.preset == "paper" else "ibrar-code"
+            self._val_spec = build_suite(
+                "ibrar", budget=budget, dataset=c.dataset, attacks=["pgd"], eps=c.eps, pgd_steps=c.pgd_steps
+            )[0]
+        self._warned_layers = False
         self._amp_context: Callable[[], Any] = _null_context
         if c.amp is not None:
             if not torch.amp.is_autocast_available(self.device.type):
@@ -1460,6 +1818,38 @@ class Trainer:
         needs_pgd = at and not (c.method == "trades" and c.variant == "standard")
         self.attack = TrainingAttack(self.model, eps=c.eps, alpha=c.pgd_alpha, steps=c.pgd_steps) if needs_pgd else None
         self._probe_layers = self._entropy_layers()
+
+    def _build_ema(self, decay: float) -> Any:
+        """An :class:`~torch.optim.swa_utils.AveragedModel` of the evaluated network (no IB hooks)."""
+        from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+
+        source = self.eval_model()
+        net = _plain_network(self.config)
+        names = [n for n, _ in net.named_parameters()] + [n for n, _ in net.named_buffers()]
+        if names != [n for n, _ in source.named_parameters()] + [n for n, _ in source.named_buffers()]:
+            raise ValueError(
+                f"ema_decay: the trained {type(source).__name__} has parameters or buffers that a fresh "
+                f"{self.config.model!r} network lacks, so their average cannot be kept; train without ema_decay"
+            )
+        net.load_state_dict(source.state_dict())
+        net.to(self.device)
+        # n_averaged stays on the CPU (no device argument): _ema_step reads it there, for free.
+        ema = AveragedModel(net, multi_avg_fn=get_ema_multi_avg_fn(decay), use_buffers=True)
+        ema.module.eval()
+        return ema
+
+    def _update_ema(self) -> None:
+        """One step of the weight average (after every optimiser step)."""
+        _ema_step(self.ema, self.eval_model())
+
+    @property
+    def ema_model(self) -> nn.Module | None:
+        """The weight-averaged network (``ema_decay``), or None.
+
+        Returns:
+            A plain network (no IB hooks), in whatever mode it is; its weights are the running average.
+        """
+        return None if self.ema is None else self.ema.module
 
     def _entropy_layers(self) -> list[str] | None:
         from ib_plugins.presets import preset_for_model
@@ -1538,6 +1928,11 @@ class Trainer:
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict() if self.scheduler is not None else None,
             "grad_scaler": self.scaler.state_dict() if self.scaler is not None else None,
+            "model_ema": self.ema.module.state_dict() if self.ema is not None else None,
+            "ema_n_averaged": self.ema.n_averaged.clone() if self.ema is not None else None,
+            "validation": (
+                {"indices": self.val_indices, "attack": self._val_spec.to_dict()} if self.val_set is not None else None
+            ),
             "rng": self._gather_rng_states(),
             "config": self.config.to_dict(),
             "history": self.history,
@@ -1554,6 +1949,20 @@ class Trainer:
         if stored.run_identity() != self.config.run_identity():
             diff = sorted(k for k, v in stored.run_identity().items() if self.config.run_identity().get(k) != v)
             raise RunExistsError(f"resume: the checkpoint in {self.out_dir} is a different run (differs in: {', '.join(diff)})")
+        if stored.schedule == "cosine" and stored.epochs != self.config.epochs:
+            raise RunExistsError(
+                f"resume: the run in {self.out_dir} anneals its learning rate with a cosine over "
+                f"epochs={stored.epochs}; resuming with epochs={self.config.epochs} would change that curve midway, "
+                f"so pass epochs={stored.epochs} (or start a new run)"
+            )
+        if self.val_set is not None:
+            stored_split = ckpt.get("validation") or {}
+            indices = stored_split.get("indices")
+            if not isinstance(indices, Tensor) or not torch.equal(indices.cpu(), self.val_indices):
+                raise CheckpointError(
+                    f"resume: the validation split held out of the training images differs from the one in "
+                    f"{self.out_dir}'s checkpoint (different training files?); start a new run"
+                )
         if ckpt["ib_state"] is not None:
             self.model.load_state_dict(ckpt["ib_state"])
         elif self.config.method == "vib":
@@ -1565,6 +1974,11 @@ class Trainer:
             self.scheduler.load_state_dict(ckpt["scheduler"])
         if self.scaler is not None and ckpt.get("grad_scaler") is not None:
             self.scaler.load_state_dict(ckpt["grad_scaler"])
+        if self.ema is not None:
+            if not isinstance(ckpt.get("model_ema"), Mapping) or not isinstance(ckpt.get("ema_n_averaged"), Tensor):
+                raise CheckpointError(f"resume: the checkpoint in {self.out_dir} holds no EMA weights")
+            self.ema.module.load_state_dict(ckpt["model_ema"])
+            self.ema.n_averaged.copy_(ckpt["ema_n_averaged"])
         rng = ckpt["rng"]
         if isinstance(rng, list):
             if len(rng) != self.world:
@@ -1632,28 +2046,60 @@ class Trainer:
         if lead:
             self.out_dir.mkdir(parents=True, exist_ok=True)
             _write_json(self.out_dir / "config.json", c.to_dict())
+            if start_epoch == 0:
+                # A fresh start (into an empty folder, over an unfinished start of this run, or with
+                # overwrite): a best checkpoint or plot left there belongs to no epoch of this run.
+                for name in ("checkpoint_best.pt", "information_plane.png"):
+                    (self.out_dir / name).unlink(missing_ok=True)
+        best_key = self._best_key()
+        best = _best_in_history(self.history, best_key) if best_key is not None else None
+        writer = self._writer_class(log_dir=c.tensorboard) if self._writer_class is not None and lead else None
         t0 = time.perf_counter()
-        for epoch in range(start_epoch, c.epochs):
-            if self.sampler is not None:
-                self.sampler.set_epoch(epoch)
-            metrics = self._train_epoch(epoch)
-            if (epoch + 1) % c.eval_every == 0 or epoch + 1 == c.epochs:
-                metrics["test_acc"] = self.evaluate_clean()
-                metrics.update(self._entropy_metrics())
-            self.history.append(metrics)
-            payload = self._checkpoint(epoch + 1)  # collective in multi-process runs: every rank calls it
-            if lead:
-                save_checkpoint(self.out_dir / "checkpoint.pt", payload)
-                _write_json(self.out_dir / "history.json", self.history)
-                logger.info("epoch %d/%d: %s", epoch + 1, c.epochs, metrics)
-            if self.world > 1:
-                torch.distributed.barrier()
-            for callback in self.callbacks:
-                callback(self, epoch + 1, metrics)
+        try:
+            for epoch in range(start_epoch, c.epochs):
+                if self.sampler is not None:
+                    self.sampler.set_epoch(epoch)
+                metrics = self._train_epoch(epoch)
+                last = epoch + 1 == c.epochs
+                if (epoch + 1) % c.eval_every == 0 or last:
+                    metrics["test_acc"] = self.evaluate_clean()
+                    if self.ema is not None:
+                        metrics["test_acc_ema"] = self.evaluate_clean(weights="ema")
+                    metrics.update(self._entropy_metrics())
+                if self.val_set is not None and lead and ((epoch + 1) % c.robust_val_every == 0 or last):
+                    metrics.update(self.validate())
+                self.history.append(metrics)
+                new_best = best_key in metrics and (best is None or metrics[best_key] > best[1])
+                if new_best:
+                    best = (epoch + 1, float(metrics[best_key]))
+                payload = self._checkpoint(epoch + 1)  # collective in multi-process runs: every rank calls it
+                if lead:
+                    if new_best:  # before checkpoint.pt: a resume after a crash in between redoes this epoch
+                        save_checkpoint(self.out_dir / "checkpoint_best.pt", payload)
+                    save_checkpoint(self.out_dir / "checkpoint.pt", payload)
+                    _write_json(self.out_dir / "history.json", self.history)
+                    logger.info("epoch %d/%d: %s", epoch + 1, c.epochs, metrics)
+                    if writer is not None:
+                        _log_scalars(writer, metrics, epoch + 1)
+                if self.world > 1:
+                    torch.distributed.barrier()
+                for callback in self.callbacks:
+                    callback(self, epoch + 1, metrics)
+        finally:
+            if writer is not None:
+                writer.close()
         final = dict(self.history[-1]) if self.history else {}
         final.update({"epochs": c.epochs, "wall_time_s": round(time.perf_counter() - t0, 2)})
         if "test_acc" not in final:
             final["test_acc"] = self.evaluate_clean()
+        if best is not None:
+            final.update({"best_epoch": best[0], f"best_{best_key}": best[1]})
+        if self._val_spec is not None:
+            kw = self._val_spec.kwargs
+            final["val_attack"] = (
+                f"{self._val_spec.name} ({self._val_spec.describe()}, {kw['steps']} steps of {kw['alpha']:.4g}, "
+                f"random start, seed {c.seed})"
+            )
         if "reference" in self.extra:
             final["entropic_reference_et"] = self.extra["reference"]
         if self.world > 1:
@@ -1664,12 +2110,19 @@ class Trainer:
             self._plot()
         return final
 
+    def _best_key(self) -> str | None:
+        """The history key that picks ``checkpoint_best.pt`` (robust validation accuracy, of the EMA if kept)."""
+        if self.config.robust_val_every is None:
+            return None
+        return "val_robust_acc_ema" if self.config.ema_decay is not None else "val_robust_acc"
+
     def _train_epoch(self, epoch: int) -> dict[str, Any]:
         c = self.config
         self.model.train()
         if isinstance(self.model, IBModel):
             self.model.start_epoch()
         sums: dict[str, Tensor] = {}
+        layer_sum: Tensor | None = None  # [2, L]: per-layer nHSIC(T, X) and nHSIC(T, Y), times batch sizes
         correct = torch.zeros((), device=self.device)
         seen = 0
         batches = 0
@@ -1698,6 +2151,8 @@ class Trainer:
                     self.scaler.scale(out.loss).backward()
                     self.scaler.step(self.optimizer)
                     self.scaler.update()
+                if self.ema is not None:
+                    self._update_ema()
                 if isinstance(self.model, IBModel):
                     self.model.clear_records()  # unconsumed records (e.g. mask-only runs) would keep graphs alive
                 n = y.shape[0]
@@ -1707,6 +2162,8 @@ class Trainer:
                 sums["loss"] = sums.get("loss", torch.zeros((), device=self.device)) + out.loss.detach() * n
                 for key, value in out.parts.items():
                     sums[key] = sums.get(key, torch.zeros((), device=self.device)) + value.float() * n
+                if out.layer_hsic is not None:  # summed on the device, read once at the end of the epoch
+                    layer_sum = out.layer_hsic * n if layer_sum is None else layer_sum + out.layer_hsic * n
                 if bar is not None:
                     bar.update(1)
                     if batches % 10 == 1 or batches == len(self.loader):  # a host read every 10 batches
@@ -1721,14 +2178,23 @@ class Trainer:
         keys = sorted(sums)
         from ib_plugins.distributed import all_reduce_sum
 
-        totals = all_reduce_sum(
-            torch.stack([*(sums[k].float() for k in keys), correct.float(), torch.tensor(float(seen), device=self.device)])
-        ).tolist()
-        seen_all = max(totals[-1], 1.0)
+        scalars = torch.stack(
+            [*(sums[k].float() for k in keys), correct.float(), torch.tensor(float(seen), device=self.device)]
+        )
+        layer_names = self._info_plane_layers(layer_sum)
+        pieces = [scalars] if layer_names is None else [scalars, layer_sum.flatten()]  # type: ignore[union-attr]
+        totals = all_reduce_sum(torch.cat(pieces)).tolist()  # the epoch's one host read
+        n_scalars = len(keys) + 2
+        seen_all = max(totals[n_scalars - 1], 1.0)
         metrics: dict[str, Any] = {"epoch": epoch + 1, "lr": self.optimizer.param_groups[0]["lr"]}
         for key, value in zip(keys, totals):
             metrics[f"train_{key}"] = value / seen_all
-        metrics["train_acc"] = totals[-2] / seen_all
+        metrics["train_acc"] = totals[n_scalars - 2] / seen_all
+        if layer_names is not None:
+            per_layer = totals[n_scalars:]
+            for i, name in enumerate(layer_names):
+                metrics[f"hsic/{name}/x"] = per_layer[i] / seen_all
+                metrics[f"hsic/{name}/y"] = per_layer[len(layer_names) + i] / seen_all
         if not math.isfinite(metrics["train_loss"]):
             # Checked once per epoch, not per step (a per-step check would stall an accelerator);
             # the checkpoint of the previous epoch is kept.
@@ -1745,6 +2211,21 @@ class Trainer:
             metrics["masked_forwards"] = self.model.mask.num_masked
         return metrics
 
+    def _info_plane_layers(self, layer_sum: Tensor | None) -> list[str] | None:
+        """The IB layers' names for the ``[2, L]`` per-layer sums, or None (no IB term, or reused layers)."""
+        if layer_sum is None or not isinstance(self.model, IBModel):
+            return None
+        names = list(self.model.layers)
+        if layer_sum.shape != (2, len(names)):
+            if not self._warned_layers:
+                logger.warning(
+                    "the IB term returned %d per-layer values for %d layers (a layer runs more than once per "
+                    "forward); the information plane is not logged", layer_sum.shape[-1], len(names)
+                )
+                self._warned_layers = True
+            return None
+        return names
+
     def eval_model(self) -> nn.Module:
         """The network to evaluate (the plain network; VIB keeps its deterministic head).
 
@@ -1754,13 +2235,24 @@ class Trainer:
         return self.model if self.config.method == "vib" else self.base
 
     @torch.no_grad()
-    def evaluate_clean(self) -> float:
+    def evaluate_clean(self, *, weights: str = "raw") -> float:
         """Clean accuracy on the test set (eval mode, restored afterwards).
+
+        Args:
+            weights: ``"raw"`` (the trained network) or ``"ema"`` (its weight average; needs
+                ``ema_decay``).
 
         Returns:
             Accuracy in [0, 1].
+
+        Raises:
+            ValueError: an unknown ``weights``, or ``"ema"`` without ``ema_decay``.
         """
-        model = self.eval_model()
+        if weights not in _WEIGHTS:
+            raise ValueError(f"weights: expected one of {', '.join(map(repr, _WEIGHTS))}, got {_short_repr(weights)}")
+        if weights == "ema" and self.ema is None:
+            raise ValueError("weights: 'ema' needs a run with ema_decay set, got ema_decay=None")
+        model = self.eval_model() if weights == "raw" else self.ema.module
         with _eval_mode(model):
             correct = torch.zeros((), device=self.device)
             total = 0
@@ -1770,6 +2262,38 @@ class Trainer:
                 correct += (model(x).argmax(1) == y).sum()
                 total += y.shape[0]
         return float(correct) / max(total, 1)
+
+    def validate(self) -> dict[str, Any]:
+        """Clean and PGD accuracy on the held-out validation split (``robust_val_every``).
+
+        The attack runs through :func:`ib_plugins.evaluation.evaluate_suite`: eval mode, IB recording
+        paused, inside a forked RNG seeded with the run's ``seed`` (the same random starts at every
+        validation, and the training's random streams untouched).
+
+        Returns:
+            ``val_n``, ``val_clean_acc``, ``val_robust_acc``, and with ``ema_decay`` the same two for
+            the averaged weights (``val_clean_acc_ema``, ``val_robust_acc_ema``).
+
+        Raises:
+            ValueError: the run has no validation split (``robust_val_every`` is None).
+        """
+        if self.val_set is None:
+            raise ValueError("robust_val_every: this run holds out no validation split, got robust_val_every=None")
+        from ib_plugins.evaluation import evaluate_suite
+
+        c = self.config
+        x, y = self.val_set
+        out: dict[str, Any] = {"val_n": int(y.shape[0])}
+        for suffix, model in (("", self.eval_model()), ("_ema", self.ema_model)):
+            if model is None:
+                continue
+            result = evaluate_suite(
+                model, x, y, [self._val_spec], batch_size=c.batch_size, seed=c.seed, device=self.device,
+                progress=False,
+            )
+            out[f"val_clean_acc{suffix}"] = result.clean_accuracy
+            out[f"val_robust_acc{suffix}"] = result[self._val_spec.name].accuracy
+        return out
 
     @torch.no_grad()
     def _entropy_metrics(self) -> dict[str, float]:
@@ -1819,4 +2343,9 @@ class Trainer:
             return
         from ib_plugins.plots import plot_training_curves
 
-        plot_training_curves(self.history, self.out_dir / "training_curves.png", title=f"{self.config.method} on {self.config.dataset}")
+        title = f"{self.config.method}{' + IB' if self.config.ib else ''} on {self.config.dataset}"
+        plot_training_curves(self.history, self.out_dir / "training_curves.png", title=title)
+        if any(key.startswith("hsic/") for key in self.history[-1]):
+            from ib_plugins.plots import plot_information_plane
+
+            plot_information_plane(self.history, self.out_dir / "information_plane.png", title=title)

@@ -456,6 +456,14 @@ class IBModel(nn.Module):
         record = self._find_record(output)
         missing = [name for name in self._layers if name not in record.fired]
         if missing:
+            if not record.fired and any(getattr(m, "_compiled_call_impl", None) is not None for m in self.modules()):
+                raise LayerNotFiredError(
+                    f"none of the hooked layers ran during the recorded forward of the compiled "
+                    f"{type(self.model).__name__}: torch.compile reused a graph traced without these hooks (dynamo "
+                    "does not guard on module hooks by default, so a graph compiled for another instance of the same "
+                    "class, or before wrap_model, is replayed). Set torch._dynamo.config.skip_nnmodule_hook_guards = "
+                    "False before the first compiled call, or call torch._dynamo.reset() after wrapping"
+                )
             raise LayerNotFiredError(
                 f"layer(s) {', '.join(map(repr, missing))} did not run during the recorded forward of "
                 f"{type(self.model).__name__}: they are not on its forward path for this input; choose "

@@ -177,8 +177,20 @@ def test_progress_bar_counts_chunks(monkeypatch):
             return super().update(n)
 
     monkeypatch.setattr(tqdm, "tqdm", Recorder)
+    monkeypatch.setattr("ib_plugins._progress.is_interactive", lambda stream=None: True)  # a terminal: tqdm
     run_autoattack(model, x, y, version="custom", attacks=["apgd-ce"], attack_options=FAST, batch_size=2, progress=True)
     assert seen == [1, 1, 1, 1]
+
+
+def test_progress_without_a_terminal_is_plain_lines(capsys):
+    model, x, y = _data(8)
+    run_autoattack(model, x, y, version="custom", attacks=["apgd-ce"], attack_options=FAST, batch_size=2, progress=True)
+    err = capsys.readouterr().err
+    assert "\r" not in err
+    lines = [line for line in err.splitlines() if line.startswith("AutoAttack: ")]
+    assert lines[0] == "AutoAttack: 0/4 batch" and lines[-1].startswith("AutoAttack: done, 4/4 batch in ")
+    run_autoattack(model, x, y, version="custom", attacks=["apgd-ce"], attack_options=FAST, batch_size=2, progress=False)
+    assert capsys.readouterr().err == ""
 
 
 def test_to_dict_is_json():

@@ -215,3 +215,15 @@ def test_targets_are_not_judged_at_quick_sizes_or_gpu_only_on_cpu() -> None:
     assert full.rows["a.vgg16.ib_all_mask_every10"]["pass"] is None  # GPU-only target
     md = full.markdown()
     assert "| PASS |" in md and "| FAIL |" in md and "(GPU only)" in md
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message given on machines without CUDA")
+def test_device_check_without_cuda_says_so_and_exits_2(tmp_path):
+    script = ROOT / "benchmarks" / "device_check.sh"
+    done = subprocess.run(["bash", str(script)], capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "OUT": str(tmp_path / "out"), "PYTHON": sys.executable})
+    assert done.returncode == 2
+    assert "device_check: no CUDA device here" in done.stderr and "run this script on a machine with an NVIDIA GPU" in done.stderr
+    done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "gpu_step.py"), "--device", "cuda", "--out",
+                           str(tmp_path / "gs")], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2 and "no CUDA device" in done.stderr

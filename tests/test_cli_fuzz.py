@@ -27,6 +27,31 @@ class _NotAllowed:
     """A class reference in a checkpoint: something ``torch.load(weights_only=True)`` refuses."""
 
 
+# A user's own models file for --model-factory (evaluate, audit).
+USER_MODELS = """
+import torch.nn as nn
+
+
+def make_cnn(num_classes=10):
+    return nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 8 * 8, num_classes))
+
+
+def make_cifar_net():
+    return nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 30 * 30, 10))
+
+
+def broken():
+    raise RuntimeError("no GPU here")
+
+
+def returns_int():
+    return 3
+
+
+NOT_CALLABLE = 7
+"""
+
+
 def _model_info(**fields: object) -> str:
     data = {"dataset": "cifar10", "clean_acc": "91.00", "autoattack_acc": "40.00"}
     data.update(fields)
@@ -119,6 +144,24 @@ def files(tmp_path_factory) -> dict[str, str]:
     put("user_metrics", '{"mine": true}\n', "user-folder/metrics.json")
     paths["user_folder"] = paths["user_metrics"].parent
     paths["missing"] = root / "does-not-exist"
+
+    # --model-factory / --weights: a user's models file, its weights, and bad ones.
+    put("user_models", USER_MODELS, "user/user_models.py")
+    put("bad_syntax", "def f(:\n    pass\n", "user/bad_syntax.py")
+    put("bad_import", "import no_such_dependency_xyz\n", "user/bad_import.py")
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("_fuzz_user_models", paths["user_models"])
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    cnn = module.make_cnn()
+    paths["user_weights"] = root / "user" / "cnn.pt"
+    torch.save(cnn.state_dict(), paths["user_weights"])
+    paths["user_weights_other"] = root / "user" / "other.pt"
+    torch.save({"features.weight": torch.zeros(2), **{k: v for k, v in cnn.state_dict().items() if k != "0.bias"}},
+               paths["user_weights_other"])
+    paths["user_weights_evil"] = root / "user" / "evil.pt"
+    torch.save({"model": cnn.state_dict(), "payload": _NotAllowed}, paths["user_weights_evil"])
     return {k: str(v) for k, v in paths.items()}
 
 
@@ -127,6 +170,9 @@ EVAL = ["evaluate", "{ckpt}", "--out", "{out}", "--no-progress"]
 AUDIT = ["audit", "{ckpt}", "--out", "{out}", "--quick", "--no-progress"]
 SELECT = ["select-layers", "--out", "{out}", "--epochs", "1", "--train-limit", "100", "--no-progress"]
 DEMO = ["demo", "--out", "{out}", "--epochs", "1", "--no-progress"]
+FACTORY = ["--model-factory", "{user_models}:make_cnn", "--weights", "{user_weights}", "--dataset", "digits"]
+EVAL_F = ["evaluate", "--out", "{out}", "--no-progress", "--n", "20"]
+AUDIT_F = ["audit", "--out", "{out}", "--quick", "--no-progress", "--surrogate", "none"]
 
 # (case id, argv, pattern the one stderr line must match)
 CASES: list[tuple[str, list[str], str]] = [
@@ -249,6 +295,88 @@ CASES: list[tuple[str, list[str], str]] = [
     ("eval-device-meta", [*EVAL, "--device", "meta"], r"the meta device holds no data"),
     ("eval-out-user-files", [*EVAL[:2], "--out", "{user_folder}"], r"holds metrics\.json but no config\.json"),
     ("eval-out-is-a-file", [*EVAL[:2], "--out", "{afile}"], r"out_dir: expected a folder, got the existing file"),
+    # -- evaluate / audit: a user's model (--model-factory, --weights, --factory-kwargs, --dataset)
+    ("factory-no-colon", [*EVAL_F, "--model-factory", "user_models", "--dataset", "digits"],
+     r"model_factory: expected a module and a function separated by ':' \(got 'user_models'; expected "
+     r"'package\.module:function'"),
+    ("factory-no-module", [*EVAL_F, "--model-factory", "no_such_module_xyz:make", "--dataset", "digits"],
+     r"model_factory: no module named 'no_such_module_xyz' in the current folder .* or on PYTHONPATH"),
+    ("factory-not-a-module-name", [*EVAL_F, "--model-factory", "my-models:make", "--dataset", "digits"],
+     r"model_factory: 'my-models' is not a module name"),
+    ("factory-no-file", [*EVAL_F, "--model-factory", "{missing}.py:make", "--dataset", "digits"],
+     r"model_factory: .*does-not-exist\.py does not exist"),
+    ("factory-folder", [*EVAL_F, "--model-factory", "{folder}/:make", "--dataset", "digits"],
+     r"model_factory: .*a-folder/? is a folder, not a Python file"),
+    ("factory-no-attribute", [*EVAL_F, "--model-factory", "{user_models}:make_cn", "--dataset", "digits"],
+     r"model_factory: .*user_models\.py has no attribute 'make_cn'; close matches: make_cnn"),
+    ("factory-not-callable", [*EVAL_F, "--model-factory", "{user_models}:NOT_CALLABLE", "--dataset", "digits"],
+     r"model_factory: .*:NOT_CALLABLE is a int, expected a function or class"),
+    ("factory-raises", [*EVAL_F, "--model-factory", "{user_models}:broken", "--dataset", "digits"],
+     r"model_factory: .*:broken\(\) raised RuntimeError: no GPU here"),
+    ("factory-returns-int", [*EVAL_F, "--model-factory", "{user_models}:returns_int", "--dataset", "digits"],
+     r"model_factory: .*:returns_int returned a int, expected a torch\.nn\.Module"),
+    ("factory-syntax-error", [*EVAL_F, "--model-factory", "{bad_syntax}:f", "--dataset", "digits"],
+     r"model_factory: importing .*bad_syntax\.py failed \(SyntaxError: "),
+    ("factory-missing-dependency", [*EVAL_F, "--model-factory", "{bad_import}:f", "--dataset", "digits"],
+     r"model_factory: importing .*bad_import\.py failed \(ModuleNotFoundError: No module named 'no_such_dependency_xyz'"),
+    ("factory-kwargs-not-json", [*EVAL_F, *FACTORY, "--factory-kwargs", "{{num"],
+     r"argument --factory-kwargs: expected a JSON object such as"),
+    ("factory-kwargs-array", [*EVAL_F, *FACTORY, "--factory-kwargs", "[10]"],
+     r"argument --factory-kwargs: expected a JSON object such as .*got '\[10\]'"),
+    ("factory-kwargs-unknown", [*EVAL_F, *FACTORY, "--factory-kwargs", '{{"width": 3}}'],
+     r"model_factory: .*make_cnn\(\*\*\{'width': 3\}\) raised TypeError: .*unexpected keyword argument 'width'"),
+    ("factory-kwargs-shape", [*EVAL_F, *FACTORY, "--factory-kwargs", '{{"num_classes": 5}}'],
+     r"weights: .*cnn\.pt does not match the model built by .*make_cnn: shape mismatch \(2\): 3\.weight \[10, 256\] "
+     r"in the file vs \[5, 256\] in the model"),
+    ("factory-no-dataset", [*EVAL_F, "--model-factory", "{user_models}:make_cnn"],
+     r"dataset: expected the dataset to evaluate the factory's model on"),
+    ("factory-unknown-dataset", [*EVAL_F, *FACTORY[:4], "--dataset", "imagenet-1k"],
+     r"dataset: unknown dataset 'imagenet-1k'; expected one of 'digits'"),
+    ("factory-and-checkpoint", ["evaluate", "{ckpt}", "--out", "{out}", *FACTORY],
+     r"checkpoint, model_factory: expected a checkpoint .* or a model factory .*got both"),
+    ("eval-neither", ["evaluate", "--out", "{out}"], r"checkpoint, model_factory: .*got neither"),
+    ("weights-without-factory", [*EVAL, "--weights", "{user_weights}"],
+     r"weights: goes with model_factory \(a checkpoint holds its own weights\)"),
+    ("dataset-with-checkpoint", [*EVAL, "--dataset", "digits"], r"dataset: a checkpoint knows its dataset"),
+    ("factory-with-model-check", [*EVAL_F, *FACTORY, "--model", "lenet5"], r"expect_model: checks the model of a checkpoint"),
+    ("weights-missing", [*EVAL_F, *FACTORY[:2], "--weights", "{missing}", "--dataset", "digits"],
+     r"weights: .*does-not-exist does not exist \(expected a state_dict"),
+    ("weights-folder", [*EVAL_F, *FACTORY[:2], "--weights", "{folder}", "--dataset", "digits"],
+     r"weights: expected a state_dict file, got the folder"),
+    ("weights-empty", [*EVAL_F, *FACTORY[:2], "--weights", "{empty}", "--dataset", "digits"],
+     r"weights: .*empty\.pt is empty \(0 bytes\)"),
+    ("weights-garbage", [*EVAL_F, *FACTORY[:2], "--weights", "{garbage}", "--dataset", "digits"],
+     r"weights: .*garbage\.pt is corrupt or truncated"),
+    ("weights-list", [*EVAL_F, *FACTORY[:2], "--weights", "{list_ckpt}", "--dataset", "digits"],
+     r"weights: .*list\.pt holds a list; expected a state_dict"),
+    ("weights-unsafe", [*EVAL_F, *FACTORY[:2], "--weights", "{user_weights_evil}", "--dataset", "digits"],
+     r"weights: .*evil\.pt holds objects that safe loading \(torch\.load with weights_only=True\) refuses"),
+    ("weights-keys", [*EVAL_F, *FACTORY[:2], "--weights", "{user_weights_other}", "--dataset", "digits"],
+     r"weights: .*other\.pt does not match the model built by .*: missing keys \(1\): 0\.bias; unexpected keys "
+     r"\(1\): features\.weight"),
+    ("weights-of-another-model", [*EVAL_F, *FACTORY[:2], "--weights", "{ckpt}", "--dataset", "digits"],
+     r"weights: .*checkpoint\.pt does not match the model built by .*missing keys \(4\): 0\.weight, 0\.bias.*"
+     r"\(state_dict from its 'model' entry\)"),
+    ("factory-wrong-input-shape", [*EVAL_F, "--model-factory", "{user_models}:make_cifar_net", "--dataset", "digits"],
+     r"model: the model built by .*make_cifar_net fails on the dataset's inputs of shape \[2, 1, 8, 8\] \(RuntimeError"),
+    ("audit-factory-no-module", [*AUDIT_F, "--model-factory", "no_such_module_xyz:make", "--dataset", "digits"],
+     r"model_factory: no module named 'no_such_module_xyz'"),
+    ("audit-factory-keys", [*AUDIT_F, *FACTORY[:2], "--weights", "{user_weights_other}", "--dataset", "digits"],
+     r"weights: .*other\.pt does not match the model built by .*missing keys \(1\): 0\.bias"),
+    ("audit-factory-unsafe", [*AUDIT_F, *FACTORY[:2], "--weights", "{user_weights_evil}", "--dataset", "digits"],
+     r"weights: .*holds objects that safe loading"),
+    ("audit-factory-no-dataset", [*AUDIT_F, "--model-factory", "{user_models}:make_cnn"],
+     r"dataset: expected the dataset"),
+    ("audit-factory-unknown-dataset", [*AUDIT_F, *FACTORY[:4], "--dataset", "imagenet-1k"],
+     r"dataset: unknown dataset 'imagenet-1k'"),
+    ("audit-factory-kwargs", [*AUDIT_F, *FACTORY, "--factory-kwargs", "null"], r"argument --factory-kwargs: expected a JSON"),
+    ("audit-factory-raises", [*AUDIT_F, "--model-factory", "{user_models}:broken", "--dataset", "digits"],
+     r"raised RuntimeError: no GPU here"),
+    ("audit-factory-and-checkpoint", ["audit", "{ckpt}", "--out", "{out}", *FACTORY], r"got both"),
+    ("audit-neither", ["audit", "--out", "{out}"], r"checkpoint, model_factory: .*got neither"),
+    ("audit-weights-without-factory", [*AUDIT, "--weights", "{user_weights}"], r"weights: goes with model_factory"),
+    ("audit-factory-wrong-input-shape", [*AUDIT_F, "--model-factory", "{user_models}:make_cifar_net", "--dataset",
+                                         "digits"], r"model: the forward fails on the test inputs of shape \[2, 1, 8, 8\]"),
     # -- audit ---------------------------------------------------------------------------------
     ("audit-missing", ["audit", "{missing}", "--out", "{out}"], r"checkpoint not found"),
     ("audit-garbage", ["audit", "{garbage}", "--out", "{out}"], r"corrupt or truncated"),
@@ -313,6 +441,35 @@ CASES: list[tuple[str, list[str], str]] = [
     ("lb-huge-int", ["leaderboard", "{lb_huge_int_dir}", "--out", "{out}"], r"x\.json is not valid JSON"),
     ("lb-bad-accuracy", ["leaderboard", "{lb_bad_acc}", "--out", "{out}"], r"bad-acc\.json: field 'clean_acc'"),
     ("lb-out-is-a-file", ["leaderboard", "{lb_good}", "--out", "{afile}"], r"out: expected a folder .*got the file"),
+    ("lb-nothing", ["leaderboard"], r"results: expected model-info JSON files or folders holding them \(or --submission"),
+    ("lb-submission-missing", ["leaderboard", "--submission", "{missing}"], r"--submission: .*does-not-exist does not exist"),
+    ("lb-submission-folder", ["leaderboard", "--submission", "{folder}"], r"--submission: expected a model-info JSON file, "
+                                                                          r"got the folder"),
+    ("lb-submission-bad-field", ["leaderboard", "--submission", "{lb_bad_acc}"], r"bad-acc\.json: field 'clean_acc'"),
+    ("lb-submission-array", ["leaderboard", "--submission", "{lb_array}"], r"must hold a model-info JSON object, got a JSON array"),
+    ("lb-submission-binary", ["leaderboard", "--submission", "{lb_binary}"], r"--submission: .*x\.json is not a JSON file"),
+    ("lb-submission-deep", ["leaderboard", "--submission", "{lb_deep_object}"], r"x\.json is nested too deeply"),
+    ("lb-submission-and-results", ["leaderboard", "{lb_good}", "--submission", "{lb_good}"],
+     r"--submission: takes one model-info file and no results"),
+    ("lb-submission-out-no-folder", ["leaderboard", "--submission", "{lb_good}", "--out", "{missing}/issue.md"],
+     r"--out: the folder .*does-not-exist does not exist"),
+    # -- reproduce -----------------------------------------------------------------------------
+    ("rp-unknown-grid", ["reproduce", "no-such-grid", "--out", "{out}"], r"grid: expected a built-in grid .*digits-tiny"),
+    ("rp-no-out", ["reproduce", "digits-tiny"], r"grid, --out: expected a grid .* and --out DIR"),
+    ("rp-no-grid", ["reproduce", "--out", "{out}"], r"grid, --out: expected a grid"),
+    ("rp-not-json", ["reproduce", "{cfg_not_json}", "--out", "{out}"], r"grid: .*not-json\.json is not valid JSON"),
+    ("rp-array", ["reproduce", "{cfg_array}", "--out", "{out}"], r"grid: .*array\.json must hold an object"),
+    ("rp-binary", ["reproduce", "{cfg_binary}", "--out", "{out}"], r"grid: .*binary\.json is not a text file"),
+    ("rp-deep", ["reproduce", "{cfg_deep}", "--out", "{out}"], r"grid: .*deep\.json is nested too deeply"),
+    ("rp-huge-int", ["reproduce", "{cfg_huge_int}", "--out", "{out}"], r"grid: .*huge-int\.json is not valid JSON"),
+    ("rp-unknown-keys", ["reproduce", "{cfg_unknown}", "--out", "{out}"], r"grid: unknown keys \['epochs', 'learning_rate'\]"),
+    ("rp-folder", ["reproduce", "{folder}", "--out", "{out}"], r"grid: expected a built-in grid .* got .*a-folder"),
+    ("rp-workers-0", ["reproduce", "digits-tiny", "--out", "{out}", "--workers", "0"], r"--workers"),
+    ("rp-seeds-abc", ["reproduce", "digits-tiny", "--out", "{out}", "--seeds", "abc"], r"--seeds"),
+    ("rp-unknown-cell", ["reproduce", "digits-tiny", "--out", "{out}", "--cell", "x/y/z/seed0"], r"only: unknown cells"),
+    ("rp-bad-device", ["reproduce", "digits-tiny", "--out", "{out}", "--device", "gpu"], r"device"),
+    # -- new evaluate options ----------------------------------------------------------------------
+    ("ev-autoattack-n-negative", ["evaluate", "{ckpt}", "--out", "{out}", "--autoattack-n", "-1"], r"--autoattack-n"),
 ]
 
 
@@ -320,7 +477,7 @@ def test_the_table_covers_every_subcommand_with_at_least_60_cases():
     assert len(CASES) >= 60
     assert len({case_id for case_id, _, _ in CASES}) == len(CASES)
     commands = {argv[0] for _, argv, _ in CASES if argv and not argv[0].startswith("-")}
-    assert {"demo", "train", "evaluate", "select-layers", "report", "leaderboard", "audit"} <= commands
+    assert {"demo", "train", "evaluate", "select-layers", "report", "leaderboard", "audit", "reproduce"} <= commands
 
 
 @pytest.mark.parametrize(("argv", "pattern"), [c[1:] for c in CASES], ids=[c[0] for c in CASES])

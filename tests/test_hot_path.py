@@ -236,3 +236,23 @@ def test_ib_and_mask_step_does_not_synchronise_on_cuda():
         _ib_step(model, x, y)
     finally:
         torch.cuda.set_sync_debug_mode("default")
+
+
+def test_compiled_graph_without_hooks_is_named_in_the_error():
+    # dynamo does not guard on module hooks by default: a graph compiled for an unwrapped instance of
+    # the same class is replayed for the wrapped one and no hook fires; the error says so.
+    from ib_plugins.errors import LayerNotFiredError
+
+    torch._dynamo.reset()
+    x, y = _batch()
+    plain = _net().train()
+    plain.compile(backend="eager")
+    plain(x)
+    model = wrap_model(_net(), ["1", "4"], num_classes=10).train()
+    model.model.compile(backend="eager")
+    out = model(x)
+    try:
+        with pytest.raises(LayerNotFiredError, match="torch.compile reused a graph traced without these hooks"):
+            model.ib_loss(x, y, output=out)
+    finally:
+        torch._dynamo.reset()

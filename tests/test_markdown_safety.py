@@ -218,7 +218,7 @@ def test_trainer_summary_markdown(tmp_path):
 class _FakeTrainer:
     """Stands in for Trainer in the experiment runners: no training, a fixed untrained network."""
 
-    def __init__(self, cfg, *, out_dir, resume, overwrite, progress):
+    def __init__(self, cfg, *, out_dir, resume, overwrite, progress, callbacks=None):
         self.cfg = cfg
 
     def fit(self):

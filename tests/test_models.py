@@ -11,6 +11,7 @@ import torch.nn as nn
 from ib_plugins.models import (
     MODELS,
     VGG16,
+    VGGMini,
     DigitsCNN,
     KerasCIFARCNN,
     KerasMNISTCNN,
@@ -113,16 +114,22 @@ def test_registry_names_match_presets_and_classes():
     assert set(list_models()) <= set(list_presets())
     expected = {
         "vgg16": VGG16,
+        "vgg16-bn": VGG16,  # torchvision's name for the BN VGG-16; its preset equals "vgg16"
         "resnet18": ResNet18,
         "wrn28-10": WideResNet,
         "lenet5": LeNet5,
         "keras-mnist-cnn": KerasMNISTCNN,
         "keras-cifar-cnn": KerasCIFARCNN,
         "digits-cnn": DigitsCNN,
+        "vgg-mini": VGGMini,  # the CPU-sized VGG of the Fashion-MNIST grid
     }
     assert MODELS == expected
     for name, cls in expected.items():
-        assert cls.ib_preset == name
+        if name == "vgg16-bn":
+            assert cls.ib_preset == "vgg16" and get_preset(name).layers == get_preset("vgg16").layers
+            assert get_preset(name).robust_layers == get_preset("vgg16").robust_layers
+        else:
+            assert cls.ib_preset == name
 
 
 def test_vgg16_hook_shapes_match_paper():

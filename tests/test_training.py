@@ -530,7 +530,9 @@ def test_resolve_keeps_explicit_values_is_idempotent_and_does_not_mutate():
     assert (c.weight_decay, c.momentum, c.y_kernel, c.eps, c.pgd_alpha) == (0.5, 0.3, "gaussian", 0.2, 0.05)
     assert cfg.to_dict() == before
     assert resolve_config(c) == c
-    optional = ("init_checkpoint", "data_dir", "mask", "train_limit", "test_limit", "amp")
+    optional = ("init_checkpoint", "data_dir", "mask", "train_limit", "test_limit", "amp",
+                # None = off (issue 14): no warm-up, no EMA, no robust validation, no TensorBoard
+                "milestones", "warmup_epochs", "ema_decay", "robust_val_every", "val_size", "tensorboard")
     assert all(v is not None for k, v in c.to_dict().items() if k not in optional)
 
 
@@ -691,6 +693,15 @@ def test_checkpoint_loads_with_weights_only(finished_run):
     assert not model.training and cfg.model == "digits-cnn"
     for key, value in model.state_dict().items():
         assert torch.equal(value, ckpt["model"][key])
+
+
+def test_plain_runs_write_no_ema_validation_or_information_plane(finished_run):
+    """Issue 14's additions are off by default: the checkpoint says so, no extra files are written."""
+    _, out, final = finished_run
+    ckpt = torch.load(out / "checkpoint.pt", map_location="cpu", weights_only=True)
+    assert ckpt["model_ema"] is None and ckpt["ema_n_averaged"] is None and ckpt["validation"] is None
+    assert not (out / "checkpoint_best.pt").exists() and not (out / "information_plane.png").exists()
+    assert not any(k.startswith(("hsic/", "val_", "best_")) or k.endswith("_ema") for k in final)
 
 
 def test_training_leaves_the_global_rng_alone(tmp_path):

@@ -741,9 +741,11 @@ def _predict(model: nn.Module, xb: Tensor) -> Tensor:
 
 
 def _progress(total: int, enabled: bool) -> Any:
-    if enabled and is_available("tqdm"):
-        tqdm = require("tqdm", purpose=_PURPOSE).tqdm
-        return tqdm(total=total, desc="AutoAttack", unit="batch", leave=False, disable=None)
+    """A bar named AutoAttack over the chunks: tqdm on a terminal, plain lines elsewhere (None: off)."""
+    if enabled:
+        from ib_plugins._progress import progress_bar
+
+        return progress_bar(total=total, desc="AutoAttack", unit="batch")
     return None
 
 

@@ -463,6 +463,64 @@ def _differences(existing: Mapping[str, Any], new: Mapping[str, Any]) -> list[st
     return out
 
 
+def _check_external(
+    external: object, *, threat: str, eps: float, dataset: str, meta: Mapping[str, Any]
+) -> tuple[dict[str, Any] | None, list[str]]:
+    """``external=`` as ``({"accuracy", "source", ...}, masking warnings)``; validated before any attack runs."""
+    if external is None:
+        return None, []
+    if "external" in meta:
+        raise ValueError("external, metadata['external']: expected at most one of them, got both")
+    from ib_plugins.audit import AuditReport
+
+    if isinstance(external, AuditReport):
+        acc = external.robust_accuracy
+        if acc is None:
+            raise ValueError("external: the audit report has no robust accuracy (no attack ran at its main eps)")
+        numbers = external.numbers
+        if threat != "Linf":
+            raise ValueError(f"external: the audit attacks in L-inf, but this entry's threat model is {threat!r}")
+        audit_eps = numbers.get("eps")
+        if isinstance(audit_eps, (int, float)) and not math.isclose(float(audit_eps), eps, rel_tol=1e-6, abs_tol=1e-12):
+            raise ValueError(f"external: the audit ran at eps={float(audit_eps):g}, this entry is at eps={eps:g}; "
+                             "audit at the entry's eps (ib-plugins audit --eps)")
+        audit_dataset = external.config.get("dataset")
+        if isinstance(audit_dataset, str) and audit_dataset != dataset:
+            raise ValueError(f"external: the audit ran on dataset {audit_dataset!r}, this entry is on {dataset!r}")
+        worst = numbers.get("worst_case") or {}
+        n_attacks = len(worst.get("attacks") or [])
+        info = {
+            "accuracy": float(acc),
+            "source": f"ib-plugins audit: worst case per example over {n_attacks} attacks at eps={eps:g}"
+                      + (f" on {numbers['n']} examples" if isinstance(numbers.get("n"), int) else ""),
+            "kind": "audit",
+            "n": numbers.get("n"),
+            "eps": audit_eps,
+            "verdict": external.verdict,
+            "masking_warnings": list(external.masking_warnings),
+            "weak_attack_warnings": list(external.weak_attack_warnings),
+            "report": str(external.out_dir) if external.out_dir is not None else None,
+        }
+        return info, list(external.masking_warnings)
+    if isinstance(external, Mapping):
+        acc, source = external.get("accuracy"), external.get("source")
+        unknown = sorted(set(external) - {"accuracy", "source"})
+        if unknown:
+            raise ValueError(f"external: unknown key(s) {unknown}; expected 'accuracy' and 'source'")
+    elif isinstance(external, (tuple, list)) and len(external) == 2:
+        acc, source = external
+    else:
+        raise TypeError(
+            "external: expected an AuditReport, an (accuracy, source) pair such as (0.42, 'PGD-100 with 10 restarts') "
+            f"or a dict with 'accuracy' and 'source', got {type(external).__name__}"
+        )
+    if isinstance(acc, bool) or not isinstance(acc, (int, float)) or not 0.0 <= float(acc) <= 1.0:
+        raise ValueError(f"external: expected the robust accuracy as a fraction in [0, 1], got {acc!r}")
+    if not isinstance(source, str) or not source.strip():
+        raise ValueError(f"external: expected where the accuracy comes from (a non-empty string), got {source!r}")
+    return {"accuracy": float(acc), "source": source.strip(), "kind": "given"}, []
+
+
 def evaluate_for_leaderboard(
     model: nn.Module,
     x: Tensor | None = None,
@@ -489,6 +547,7 @@ def evaluate_for_leaderboard(
     device: torch.device | str | None = None,
     progress: bool = True,
     overwrite: bool = False,
+    external: Any = None,
 ) -> LeaderboardEntry:
     """Clean and AutoAttack accuracy in RobustBench's format, optionally written as a model-info file.
 
@@ -543,6 +602,14 @@ def evaluate_for_leaderboard(
         progress: show progress bars.
         overwrite: replace an existing model-info file of a different evaluation (another model,
             eps, n or dataset) instead of refusing.
+        external: an evaluation beside AutoAttack, for RobustBench's ``external`` field (the best
+            known robust accuracy, the lower of it and AutoAttack's): an
+            :class:`~ib_plugins.audit.AuditReport` of the same model (its worst-case accuracy over
+            every attack at the entry's eps, :attr:`~ib_plugins.audit.AuditReport.robust_accuracy`;
+            L∞ only, same eps; its masking indicators, and only those, mark the entry ``unreliable``,
+            not its weak-attack findings), or an ``(accuracy, source)`` pair / ``{"accuracy",
+            "source"}`` dict with the accuracy as a fraction and where it comes from. Recorded in
+            ``ib_plugins.external``.
 
     Returns:
         The :class:`~ib_plugins.leaderboard.LeaderboardEntry` (``path`` set when written).
@@ -575,6 +642,7 @@ def evaluate_for_leaderboard(
     if n_examples is not None and (isinstance(n_examples, bool) or not isinstance(n_examples, int) or n_examples < 1):
         raise ValueError(f"n_examples: expected an int >= 1 or None, got {n_examples!r}")
     meta = _check_metadata(metadata)
+    external_info, masking = _check_external(external, threat=threat, eps=eps, dataset=dataset, meta=meta)
     if not isinstance(overwrite, bool):
         raise TypeError(f"overwrite: expected True or False, got {type(overwrite).__name__}")
     if ib_config is not None and not isinstance(ib_config, Mapping):
@@ -659,6 +727,20 @@ def evaluate_for_leaderboard(
         "autoattack": aa_info,
         "attack_suite": suite_result,
     }
+    reasons = [f"AutoAttack: {message}" for message in aa.checks]
+    if masking:
+        reasons.append(f"ib-plugins audit: masking indicators warn ({', '.join(masking)})")
+    external_text = meta.get("external")
+    if external_info is not None:
+        if aa.robust_accuracy is not None and external_info["accuracy"] > aa.robust_accuracy:
+            logger.warning("external: the external accuracy %.2f%% is above AutoAttack's %.2f%%; the best known robust "
+                           "accuracy stays AutoAttack's", 100 * external_info["accuracy"], 100 * aa.robust_accuracy)
+        external_info["lower_than_autoattack"] = external_info["accuracy"] < aa.robust_accuracy
+        external_text = _percent(min(external_info["accuracy"], aa.robust_accuracy))
+        if external_info.get("n") not in (None, int(x.shape[0])):
+            logger.warning("external: the audit evaluated %s examples, this entry %d", external_info["n"], x.shape[0])
+    ib_info["external"] = external_info
+    ib_info["unreliable_reasons"] = reasons
     footnote = meta.get("footnote")
     if "footnote" not in meta and (version != "standard" or n_examples is not None):
         footnote = (
@@ -681,8 +763,8 @@ def evaluate_for_leaderboard(
         "reported": meta.get("reported"),
         "autoattack_acc": _percent(aa.robust_accuracy),
         "footnote": footnote,
-        "unreliable": meta.get("unreliable", bool(aa.checks)),
-        "external": meta.get("external"),
+        "unreliable": meta.get("unreliable", bool(reasons)),
+        "external": external_text,
         "n": int(x.shape[0]),
         "ib_plugins": ib_info,
     }

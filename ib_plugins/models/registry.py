@@ -20,22 +20,26 @@ import torch.nn as nn
 
 from ib_plugins.models.resnet import ResNet18
 from ib_plugins.models.small import DigitsCNN, KerasCIFARCNN, KerasMNISTCNN, LeNet5
-from ib_plugins.models.vgg import VGG16
+from ib_plugins.models.vgg import VGG16, VGGMini
 from ib_plugins.models.wideresnet import WideResNet
 
 __all__ = ["MODELS", "create_model", "list_models"]
 
 #: model name -> constructor taking keyword-only arguments (``num_classes``, ``in_channels``, ...).
 #: The names equal the models' ``ib_preset`` names. ``"wrn28-10"`` builds :class:`WideResNet`,
-#: whose defaults are depth 28 and widen factor 10.
+#: whose defaults are depth 28 and widen factor 10. ``"vgg16-bn"`` (torchvision's name for a VGG-16
+#: with BatchNorm) is another name of ``"vgg16"``: the same :class:`VGG16`, whose preset ``"vgg16"``
+#: equals ``"vgg16-bn"``.
 MODELS: dict[str, Callable[..., nn.Module]] = {
     "vgg16": VGG16,
+    "vgg16-bn": VGG16,
     "resnet18": ResNet18,
     "wrn28-10": WideResNet,
     "lenet5": LeNet5,
     "keras-mnist-cnn": KerasMNISTCNN,
     "keras-cifar-cnn": KerasCIFARCNN,
     "digits-cnn": DigitsCNN,
+    "vgg-mini": VGGMini,
 }
 
 

@@ -27,7 +27,7 @@ from ib_plugins.models.small import (
     _trace_spatial,
 )
 
-__all__ = ["VGG16"]
+__all__ = ["VGG16", "VGGMini"]
 
 #: (output channels, number of Conv-BN-ReLU units) of each block
 _VGG16_PLAN: tuple[tuple[int, int], ...] = ((64, 2), (128, 2), (256, 3), (512, 3), (512, 3))
@@ -137,3 +137,94 @@ class VGG16(nn.Module):
         x = self.flatten(self.avgpool(x))
         x = self.fc2(self.fc1(x))
         return self.classifier(x)
+
+
+#: (output channels, number of Conv-BN-ReLU units) of each block of the mini VGG
+_VGG_MINI_PLAN: tuple[tuple[int, int], ...] = ((32, 1), (64, 1), (128, 2), (128, 2))
+
+
+class VGGMini(nn.Module):
+    """A CPU-sized member of IB-RAR's VGG family for 28x28 / 32x32 images; returns raw logits.
+
+    The VGG-16 layout scaled down so that adversarial training fits a 2-core CPU: ``block1`` ..
+    ``block4`` = [Conv3x3-BN-ReLU] x k + MaxPool 2 with channels 32x1, 64x1, 128x2, 128x2;
+    ``avgpool`` = AdaptiveAvgPool2d((1, 1)); flatten; ``fc1`` = Linear(128, 256)-BN1d-ReLU; ``fc2``
+    = Linear(256, 256)-BN1d-ReLU; ``classifier`` = Linear(256, num_classes). About 0.36 M parameters.
+
+    Its preset ``"vgg-mini"`` mirrors the paper's VGG-16 one by analogy (not a finding of the
+    paper): the robust layers are the last conv block and the two FC layers (VGG-16: block 5, FC1,
+    FC2), the channel mask acts on ``block4`` (128 channels, code-mode ``k = 3`` ≈ the 2 % of VGG-16's
+    ``k = 10`` of 512), recorded after the mask as in the authors' VGG.
+
+    Args:
+        num_classes: number of output logits.
+        in_channels: input channels.
+        normalize: optional ``(mean, std)`` (a ``normalize`` layer first); None feeds ``[0, 1]`` inputs.
+
+    Raises:
+        TypeError: an argument has the wrong type.
+        ValueError: ``num_classes``/``in_channels`` < 1, or a bad ``normalize``; at forward time, a
+            wrong channel count or an input smaller than 16x16 (four 2x2 max-pools).
+
+    Shape:
+        - Input: ``[B, in_channels, H, W]`` in ``[0, 1]``, ``H, W >= 16``.
+        - Output: ``[B, num_classes]`` raw logits.
+
+    Example:
+        >>> import torch
+        >>> VGGMini(num_classes=10, in_channels=1)(torch.rand(2, 1, 28, 28)).shape
+        torch.Size([2, 10])
+    """
+
+    ib_preset = "vgg-mini"
+
+    def __init__(
+        self,
+        *,
+        num_classes: int = 10,
+        in_channels: int = 1,
+        normalize: tuple[float | Sequence[float], float | Sequence[float]] | None = None,
+    ) -> None:
+        super().__init__()
+        _check_positive_int(num_classes, name="num_classes")
+        self.in_channels = _check_positive_int(in_channels, name="in_channels")
+        self.normalize = _make_normalize(normalize, in_channels=in_channels)
+        channels = in_channels
+        for i, (out_channels, convs) in enumerate(_VGG_MINI_PLAN, start=1):
+            setattr(self, f"block{i}", _vgg_block(channels, out_channels, convs))
+            channels = out_channels
+        self.avgpool = nn.AdaptiveAvgPool2d((1, 1))
+        self.flatten = nn.Flatten()
+        self.fc1 = nn.Sequential(nn.Linear(channels, 256), nn.BatchNorm1d(256), nn.ReLU())
+        self.fc2 = nn.Sequential(nn.Linear(256, 256), nn.BatchNorm1d(256), nn.ReLU())
+        self.classifier = nn.Linear(256, num_classes)
+        self._ops = _spatial_ops(m for i in range(1, 5) for m in getattr(self, f"block{i}"))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Return raw logits.
+
+        Args:
+            x: input batch ``[B, in_channels, H, W]`` in ``[0, 1]`` with ``H, W >= 16``.
+
+        Returns:
+            Logits ``[B, num_classes]``.
+
+        Raises:
+            ValueError: the input is not 4-D, has the wrong channel count or is smaller than 16x16.
+
+        Example:
+            >>> import torch
+            >>> VGGMini(num_classes=3).eval()(torch.zeros(1, 1, 16, 16)).shape
+            torch.Size([1, 3])
+        """
+        _check_input(x, in_channels=self.in_channels, model="VGGMini")
+        if _trace_spatial(self._ops, int(x.shape[-2]), int(x.shape[-1])) is None:
+            raise ValueError(
+                f"VGGMini expected input of at least [B, {self.in_channels}, 16, 16] (four 2x2 max-pools), "
+                f"got shape {tuple(x.shape)}"
+            )
+        if self.normalize is not None:
+            x = self.normalize(x)
+        x = self.block4(self.block3(self.block2(self.block1(x))))
+        x = self.flatten(self.avgpool(x))
+        return self.classifier(self.fc2(self.fc1(x)))

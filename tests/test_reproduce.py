@@ -1,0 +1,217 @@
+"""ib-plugins reproduce: grids of ordinary train + evaluate cells, resumable, with honest statistics."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shlex
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from ib_plugins.cli import main
+from ib_plugins.reproduce import GRIDS, build_report, expand_grid, list_grids, load_grid, print_commands, run_grid
+from ib_plugins.stats import t_quantile
+
+ROOT = Path(__file__).resolve().parents[1]
+
+# Two cells: CE and CE + IB-RAR, one seed, on 150 digits images: seconds per cell.
+SMALL = {
+    "name": "small", "datasets": ["digits"], "models": ["digits-cnn"], "methods": ["ce"], "ib": [False, True],
+    "seeds": [0], "train": {"epochs": 2, "batch_size": 50, "train_limit": 150}, "ib_train": {"ib_layers": "robust"},
+    "evaluate": {"suite": "ibrar", "n": 40, "attacks": ["fgsm"]},
+}
+
+
+# -- grids -------------------------------------------------------------------------------------------------
+
+
+def test_every_built_in_grid_expands_to_valid_cells():
+    for name in list_grids():
+        cells = expand_grid(load_grid(name))
+        assert cells and len({c.key for c in cells}) == len(cells), name
+    tiny = expand_grid(load_grid("digits-tiny"))
+    assert len(tiny) == 8 and {c.config["method"] for c in tiny} == {"ce", "pgd-at"}
+    assert sum(c.ib for c in tiny) == 4
+    fmnist = expand_grid(load_grid("fmnist-cpu"))
+    assert len(fmnist) == 24 and {c.config["model"] for c in fmnist} == {"vgg-mini"}
+
+
+def test_entropic_grids_pretrain_first_and_start_from_that_checkpoint(tmp_path):
+    cells = expand_grid(load_grid("entropic-fmnist-cpu"))
+    pre = [c for c in cells if c.row.endswith("pretrain-ce")]
+    retrain = [c for c in cells if c.config["method"] == "entropic"]
+    assert len(pre) == len(retrain) == 3 and cells[: len(pre)] == pre
+    assert all(c.pretrain == f"fashion-mnist/lenet5/pretrain-ce/seed{c.config['seed']}" for c in retrain)
+    assert pre[0].config["optimizer"] == "adam" and pre[0].config["method"] == "ce"
+    script = print_commands("entropic-fmnist-cpu", out_dir=tmp_path)
+    config = json.loads((tmp_path / "cells" / retrain[0].key / "train_config.json").read_text())
+    assert config["init_checkpoint"].endswith("pretrain-ce/seed0/train/checkpoint.pt")
+    assert script.index("pretrain-ce/seed0/train_config.json") < script.index("entropic/seed0/train_config.json")
+
+
+def test_variants_of_ib_settings_share_one_baseline():
+    cells = expand_grid(load_grid("ibrar-table3-layers"))
+    rows = sorted({c.row for c in cells})
+    assert rows == ["cifar10/vgg16/ce", "cifar10/vgg16/ce+ib/all", "cifar10/vgg16/ce+ib/robust"]
+    base = next(c for c in cells if c.row == "cifar10/vgg16/ce")
+    assert "ib_layers" not in base.config and base.config.get("mask") is None
+
+
+@pytest.mark.parametrize(("grid", "match"), [
+    ({**SMALL, "learning_rate": 1}, r"grid: unknown keys \['learning_rate'\]"),
+    ({**SMALL, "seeds": []}, "'seeds' must be a non-empty list"),
+    ({**SMALL, "seeds": [-1]}, "'seeds' must be ints >= 0"),
+    ({**SMALL, "ib": ["yes"]}, "'ib' must list booleans"),
+    ({**SMALL, "methods": ["sgd"]}, r"cell digits/digits-cnn/sgd/seed0: method: expected one of"),
+    ({**SMALL, "train": {"epochs": 0}}, r"cell digits/digits-cnn/ce/seed0: epochs: expected an int >= 1"),
+    ({**SMALL, "evaluate": {"n": 5, "bogus": 1}}, r"unknown 'evaluate' keys \['bogus'\]"),
+    ("no-such-grid", "grid: expected a built-in grid"),
+])
+def test_bad_grids_are_named(grid, match):
+    with pytest.raises(ValueError, match=match):
+        load_grid(grid)
+
+
+def test_grid_files_json_and_errors(tmp_path):
+    path = tmp_path / "g.json"
+    path.write_text(json.dumps(SMALL))
+    assert load_grid(path)["name"] == "small"
+    path.write_text("{not json")
+    with pytest.raises(ValueError, match=r"g\.json is not valid JSON"):
+        load_grid(path)
+
+
+# -- the report's statistics ---------------------------------------------------------------------------------
+
+
+def _fake_cell(out: Path, cell, clean: float, fgsm: float) -> None:
+    from ib_plugins.reproduce import _train_config
+    from ib_plugins.training import TrainConfig, resolve_config
+
+    folder = out / "cells" / cell.key / "eval"
+    folder.mkdir(parents=True)
+    resolved = resolve_config(TrainConfig.from_dict(_train_config(out, cell, device="cpu", data_dir=None)))
+    (folder / "config.json").write_text(json.dumps({"kind": "evaluate", "train_config": resolved.to_dict()}))
+    metrics = {"suite": {"clean_accuracy": clean, "attacks": [{"name": "fgsm", "accuracy": fgsm, "success_rate": 0.1}]}}
+    (folder / "metrics.json").write_text(json.dumps(metrics))
+
+
+def test_report_means_stds_and_paired_t_intervals(tmp_path):
+    grid = {**SMALL, "seeds": [0, 1, 2]}
+    cells = expand_grid(load_grid(grid))
+    values = {  # (clean, fgsm) per seed
+        "ce": [(0.90, 0.40), (0.92, 0.44), (0.91, 0.42)],
+        "ce+ib": [(0.91, 0.45), (0.93, 0.47), (0.90, 0.49)],
+    }
+    for cell in cells:
+        method = cell.row.split("/")[2]
+        _fake_cell(tmp_path, cell, *values[method][cell.config["seed"]])
+    report = build_report(tmp_path, grid)
+    assert report["missing"] == [] and report["columns"] == ["clean", "fgsm"]
+    base = next(r for r in report["rows"] if r["row"] == "digits/digits-cnn/ce")
+    assert base["summary"]["fgsm"]["mean"] == pytest.approx(42.0)
+    assert base["summary"]["fgsm"]["std"] == pytest.approx(2.0)
+    (pair,) = report["pairs"]
+    diff = pair["difference"]["fgsm"]  # per-seed +5, +3, +7 points
+    assert diff["mean"] == pytest.approx(5.0) and diff["std"] == pytest.approx(2.0)
+    half = t_quantile(0.95, 2) * 2.0 / math.sqrt(3)
+    assert diff["low"] == pytest.approx(5.0 - half) and diff["high"] == pytest.approx(5.0 + half)
+    md = (tmp_path / "report.md").read_text()
+    assert "| digits/digits-cnn/ce | 3 | 91.00 ± 1.00 | 42.00 ± 2.00 |" in md
+    assert f"+5.00 [{5.0 - half:+.2f}, {5.0 + half:+.2f}]" in md
+    assert (tmp_path / "report.html").read_text().startswith("<!DOCTYPE html>")
+
+
+def test_report_leaves_out_stale_cells_and_says_so(tmp_path):
+    cells = expand_grid(load_grid(SMALL))
+    _fake_cell(tmp_path, cells[0], 0.9, 0.4)
+    stale = cells[1]
+    folder = tmp_path / "cells" / stale.key / "eval"
+    folder.mkdir(parents=True)
+    (folder / "config.json").write_text(json.dumps({"train_config": {"method": "pgd-at"}}))
+    (folder / "metrics.json").write_text(json.dumps({"suite": {"clean_accuracy": 1.0, "attacks": []}}))
+    report = build_report(tmp_path, SMALL)
+    assert report["missing"] == [stale.key]
+    assert "Missing cells (1)" in (tmp_path / "report.md").read_text()
+    one_seed = build_report(tmp_path, SMALL)
+    assert all(r["summary"]["clean"]["std"] is None for r in one_seed["rows"])
+
+
+def test_paper_numbers_are_shown_beside_ours(tmp_path):
+    grid = {**SMALL, "methods": ["pgd-at"], "paper": {"source": "IB-RAR Table I", "rows": GRIDS[
+        "ibrar-table1-cifar10"]["paper"]["rows"]}}
+    for cell in expand_grid(load_grid(grid)):
+        _fake_cell(tmp_path, cell, 0.8, 0.4)
+    md = (tmp_path / "report.md").read_text() if build_report(tmp_path, grid) else ""
+    assert "| paper: pgd-at | - | 75.02 | 47.32 |" in md and "| paper: pgd-at+ib | - | 76.22 | 50.53 |" in md
+
+
+# -- runs: CI-sized grid, resume after a kill, plain commands ----------------------------------------------------
+
+
+@pytest.mark.slow
+def test_the_tiny_digits_grid_runs_from_the_cli(tmp_path, capsys):
+    out = tmp_path / "grid"
+    assert main(["reproduce", "digits-tiny", "--out", str(out), "--no-progress"]) == 0
+    printed = capsys.readouterr().out
+    assert "| digits/digits-cnn/pgd-at+ib | 2 |" in printed and "IB-RAR minus baseline" in printed
+    report = json.loads((out / "report.json").read_text())
+    assert report["missing"] == [] and len(report["rows"]) == 4 and len(report["pairs"]) == 2
+    assert {f.name for f in out.iterdir()} >= {"cells", "grid.json", "report.md", "report.json", "report.html"}
+
+
+def _child_env() -> dict[str, str]:
+    return {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+
+
+@pytest.mark.slow
+def test_a_killed_grid_resumes_and_reuses_finished_cells(tmp_path):
+    grid_file = tmp_path / "small.json"
+    grid_file.write_text(json.dumps(SMALL))
+    out = tmp_path / "grid"
+    code = f"from ib_plugins.reproduce import run_grid; run_grid({str(grid_file)!r}, out_dir={str(out)!r}, progress=False)"
+    child = subprocess.Popen([sys.executable, "-c", code], env=_child_env())
+    first = out / "cells" / "digits/digits-cnn/ce/seed0" / "cell.json"
+    deadline = time.monotonic() + 240
+    try:
+        while not first.exists():
+            assert child.poll() is None, "the grid finished before it could be interrupted"
+            assert time.monotonic() < deadline, "the first cell did not finish in time"
+            time.sleep(0.05)
+        child.send_signal(signal.SIGKILL)  # a hard kill, as a scheduler's time limit would
+        child.wait(timeout=30)
+    finally:
+        if child.poll() is None:
+            child.kill()
+    done_at = first.stat().st_mtime_ns
+    ckpt = out / "cells" / "digits/digits-cnn/ce/seed0" / "train" / "checkpoint.pt"
+    ckpt_at = ckpt.stat().st_mtime_ns
+    report = run_grid(grid_file, out_dir=out, progress=False)
+    assert report["missing"] == [] and len(report["rows"]) == 2
+    assert first.stat().st_mtime_ns == done_at and ckpt.stat().st_mtime_ns == ckpt_at  # reused, not rerun
+
+
+@pytest.mark.slow
+def test_printed_commands_run_cell_by_cell_to_the_same_report(tmp_path):
+    grid_file = tmp_path / "small.json"
+    grid_file.write_text(json.dumps(SMALL))
+    direct = run_grid(grid_file, out_dir=tmp_path / "direct", progress=False)
+    script = print_commands(grid_file, out_dir=tmp_path / "plain")
+    commands = [line for line in script.splitlines() if line and not line.startswith("#")]
+    assert commands[-1].endswith("--report-only")
+    for line in commands:
+        argv = shlex.split(line)
+        assert argv[0] == "ib-plugins"
+        done = subprocess.run([sys.executable, "-m", "ib_plugins.cli", *argv[1:]], capture_output=True, text=True,
+                              timeout=300, env=_child_env())
+        assert done.returncode == 0, f"{line}\n{done.stderr[-2000:]}"
+    plain = json.loads((tmp_path / "plain" / "report.json").read_text())
+    assert plain["missing"] == []
+    for a, b in zip(direct["rows"], plain["rows"]):
+        assert a["row"] == b["row"] and a["values"] == b["values"]
