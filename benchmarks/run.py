@@ -58,7 +58,7 @@ except ImportError:  # running from a checkout without an install
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from ib_plugins import nhsic, select_channels, wrap_model
-from ib_plugins.evaluation import build_suite, evaluate_suite
+from ib_plugins.evaluation import batch_bounds, batch_seed, build_suite, evaluate_suite
 from ib_plugins.models.small import DigitsCNN
 from ib_plugins.models.vgg import VGG16
 from ib_plugins.training import TrainConfig, TrainingAttack, batch_loss, resolve_config
@@ -621,11 +621,12 @@ def direct_torchattacks(
         clean = torch.cat([model(x[i : i + batch_size]).argmax(1) for i in range(0, len(x), batch_size)])
     out["clean"] = int((clean == y).sum()) / len(y)
     for spec in specs:
-        torch.manual_seed(seed)
         atk = getattr(torchattacks, spec.attack_class)(model, **spec.constructor_kwargs())
         preds = []
-        for i in range(0, len(x), batch_size):
-            adv = atk(x[i : i + batch_size], y[i : i + batch_size])
+        # the library seeds each batch on its own (evaluation.batch_seed), so that sharded runs are exact
+        for b, (lo, hi) in enumerate(batch_bounds(len(x), batch_size)):
+            torch.manual_seed(batch_seed(seed, b))
+            adv = atk(x[lo:hi], y[lo:hi])
             with torch.no_grad():
                 preds.append(model(adv).argmax(1))
         out[spec.name] = int((torch.cat(preds) == y).sum()) / len(y)

@@ -1069,7 +1069,14 @@ def run_adaptive_attack(
         >>> torch.equal(a1, run_adaptive_attack(model, "pgd-ce", x, y, eps=0.1, seed=3))
         True
     """
-    from ib_plugins.evaluation import _attack_context, _batches, _check_int, _check_model, _check_xy, _resolve_device
+    from ib_plugins.evaluation import (
+        _attack_context,
+        _check_int,
+        _check_model,
+        _check_xy,
+        _progress_over,
+        _resolve_device,
+    )
 
     model = _check_model(model)
     key = _canonical_name(name)
@@ -1121,7 +1128,7 @@ def run_adaptive_attack(
         else:
             objective = _ce_objective(model)
         slices = _slices(x.shape[0], batch_size, min_size=2 if key == "pgd-ib" else 1)
-        bar = _batches(len(slices), 1, desc=key, progress=progress)
+        bar = _progress_over(range(len(slices)), desc=key, progress=progress)
         for i in bar:
             sl = slices[i]
             xb, yb = x[sl].to(dev), y[sl].to(dev)

@@ -22,6 +22,7 @@ import dataclasses
 import json
 import logging
 import math
+import os
 import re
 import sys
 import time
@@ -419,6 +420,8 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
         expect_model=args.model, data_dir=args.data_dir, device=args.device, overwrite=args.overwrite,
         progress=not args.no_progress, engine=args.engine, autoattack_n=args.autoattack_n, ema=args.ema,
     )
+    if int(os.environ.get("RANK", "0")) != 0:  # under torchrun, rank 0 wrote the results and reports them
+        return 0
     out = Path(metrics["out_dir"])
     _print_table((out / "results.md").read_text(encoding="utf-8"))
     print()

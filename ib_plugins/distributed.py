@@ -133,5 +133,9 @@ def all_reduce_sum(values: Tensor) -> Tensor:
     """
     out = values.clone()
     if is_distributed():
+        if dist.get_backend() == "nccl" and out.device.type != "cuda":  # NCCL reduces CUDA tensors only
+            on_gpu = out.to(torch.device("cuda", torch.cuda.current_device()))
+            dist.all_reduce(on_gpu, op=dist.ReduceOp.SUM)
+            return on_gpu.to(values.device)
         dist.all_reduce(out, op=dist.ReduceOp.SUM)
     return out

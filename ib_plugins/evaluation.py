@@ -70,6 +70,8 @@ __all__ = [
     "SUITES",
     "EXTRA_ATTACKS",
     "ENGINES",
+    "batch_seed",
+    "batch_bounds",
     "list_suites",
     "list_budgets",
     "list_attacks",
@@ -777,12 +779,61 @@ def _attack_context(model: nn.Module, dev: torch.device, seed: int) -> Iterator[
     """Eval mode, IBModel recording paused, RNGs forked and seeded; modes restored afterwards."""
     cuda = _cuda_devices(dev)
     with _inference_modes(model), torch.random.fork_rng(devices=cuda):
-        # Seed only the forked generators (torch.manual_seed would also seed unforked CUDA ones).
-        torch.default_generator.manual_seed(seed)
-        for index in cuda:
-            with torch.cuda.device(index):
-                torch.cuda.manual_seed(seed)
+        _seed_forked(seed, cuda)
         yield
+
+
+def _seed_forked(seed: int, cuda: Sequence[int]) -> None:
+    # Seed only the forked generators (torch.manual_seed would also seed unforked CUDA ones).
+    torch.default_generator.manual_seed(seed)
+    for index in cuda:
+        with torch.cuda.device(index):
+            torch.cuda.manual_seed(seed)
+
+
+def batch_seed(seed: int, index: int) -> int:
+    """The seed of batch ``index`` of an attack run with ``seed``.
+
+    Every batch of an attack starts from its own seed, so an example's adversarial example does not
+    depend on which batches ran before it: a run sharded over several processes (each attacking
+    every k-th batch) gives exactly the per-example results of a single-process run.
+
+    Args:
+        seed: the attack's seed (>= 0).
+        index: the batch's index (>= 0).
+
+    Returns:
+        A seed in ``[0, 2**63)``.
+
+    Example:
+        >>> batch_seed(0, 0), batch_seed(0, 1) != batch_seed(1, 0)
+        (0, True)
+    """
+    return (seed * 0x9E3779B97F4A7C15 + index * 0xBF58476D1CE4E5B9) % (1 << 63)
+
+
+def batch_bounds(n: int, batch_size: int) -> list[tuple[int, int]]:
+    """The ``(start, stop)`` of each batch of ``n`` examples; a last batch of 1 joins the one before.
+
+    HSIC-based attacks need at least 2 samples per batch; every evaluator uses this one plan, so
+    batches (and their seeds, :func:`batch_seed`) are the same whatever the attack.
+
+    Args:
+        n: number of examples (>= 1).
+        batch_size: examples per batch (>= 1).
+
+    Returns:
+        The batch bounds, covering ``range(n)`` in order.
+
+    Example:
+        >>> batch_bounds(5, 2)
+        [(0, 2), (2, 5)]
+    """
+    bounds = [(lo, min(lo + batch_size, n)) for lo in range(0, n, batch_size)]
+    if len(bounds) > 1 and bounds[-1][1] - bounds[-1][0] < 2:
+        last = bounds.pop()
+        bounds[-1] = (bounds[-1][0], last[1])
+    return bounds
 
 
 def _forward(model: nn.Module, x: Tensor) -> Tensor:
@@ -810,14 +861,13 @@ _CW_WARNING = (
 )
 
 
-def _batches(n: int, batch_size: int, *, desc: str, progress: bool) -> Any:
-    """The batch starts, with a progress display named ``desc`` (tqdm on a terminal, plain lines elsewhere)."""
-    starts = range(0, n, batch_size)
+def _progress_over(items: Sequence[int], *, desc: str, progress: bool) -> Any:
+    """``items`` with a progress display named ``desc`` (tqdm on a terminal, plain lines elsewhere)."""
     if progress:
         from ib_plugins._progress import progress_iter
 
-        return progress_iter(starts, desc=desc, unit="batch")
-    return starts
+        return progress_iter(items, desc=desc, unit="batch")
+    return items
 
 
 def _predict(model: nn.Module, x: Tensor, dev: torch.device, batch_size: int) -> Tensor:
@@ -876,8 +926,13 @@ def _run_attack(
     progress: bool,
     checked: bool = False,
     engine: str = "builtin",
+    owned: Sequence[int] | None = None,
 ) -> Tensor:
-    """Attack ``x`` batch by batch; ``checked=True``: the caller already checked labels and CW outputs."""
+    """Attack ``x`` batch by batch (each batch seeded by :func:`batch_seed`).
+
+    ``checked=True``: the caller already checked labels and CW outputs. ``owned``: attack only these
+    batch indices of :func:`batch_bounds` (a shard); the other rows are returned unchanged.
+    """
     from ib_plugins.attack_engine import is_builtin, run_builtin
 
     use_builtin = engine == "builtin" and is_builtin(spec.attack_class)
@@ -885,7 +940,6 @@ def _run_attack(
         logger.info("the built-in engine has no %s: running torchattacks' class", spec.attack_class)
     ta = None if use_builtin else require("torchattacks", purpose=f"{_PURPOSE} (torchattacks' {spec.attack_class})",
                                           extra="torchattacks")
-    out: list[Tensor] = []
     with _attack_context(model, dev, seed):
         if not checked:
             # One sample is enough to read the class count and the log-prob signature.
@@ -903,12 +957,16 @@ def _run_attack(
                 return run_builtin(spec.attack_class, model, xb, yb, kwargs)
         else:
             atk = _build_attack(ta, model, spec, dev, seed)
-        for i in _batches(x.shape[0], batch_size, desc=spec.name, progress=progress):
-            xb = x[i : i + batch_size].to(dev)
-            yb = y[i : i + batch_size].to(dev)
-            adv = atk(xb, yb)
-            out.append(adv.detach().to(x.device, x.dtype))
-    return torch.cat(out)
+        bounds = batch_bounds(x.shape[0], batch_size)
+        indices = range(len(bounds)) if owned is None else owned
+        cuda = _cuda_devices(dev)
+        adv_all = x.clone()
+        for b in _progress_over(indices, desc=spec.name, progress=progress):
+            lo, hi = bounds[b]
+            _seed_forked(batch_seed(seed, b), cuda)
+            adv = atk(x[lo:hi].to(dev), y[lo:hi].to(dev))
+            adv_all[lo:hi] = adv.detach().to(x.device, x.dtype)
+    return adv_all
 
 
 def run_attack(
@@ -1089,19 +1147,30 @@ def _attack_result(
     spec: AttackSpec, x: Tensor, y: Tensor, adv: Tensor, clean_ok: Tensor, adv_ok: Tensor, seconds: float
 ) -> AttackResult:
     """Counts and perturbation norms of one attack (shared by the suite and the adaptive evaluators)."""
+    linf, l2 = _perturbation_norms(adv, x)
+    return _result_from_rows(spec, clean_ok, adv_ok, linf, l2, seconds)
+
+
+def _perturbation_norms(adv: Tensor, x: Tensor) -> tuple[Tensor, Tensor]:
+    """Per-example L-inf and L2 norms of ``adv - x`` (float32, on ``x``'s device)."""
     delta = (adv - x).flatten(1).float()
-    norms = delta.norm(dim=1)
+    return delta.abs().amax(dim=1), delta.norm(dim=1)
+
+
+def _result_from_rows(
+    spec: AttackSpec, clean_ok: Tensor, adv_ok: Tensor, linf: Tensor, l2: Tensor, seconds: float
+) -> AttackResult:
     flipped = clean_ok & ~adv_ok
     return AttackResult(
         spec=spec,
-        n=int(y.shape[0]),
+        n=int(adv_ok.shape[0]),
         n_robust=int(adv_ok.sum()),
         n_clean_correct=int(clean_ok.sum()),
         n_flipped=int(flipped.sum()),
         seconds=seconds,
-        max_linf=float(delta.abs().max()),
-        mean_l2=float(norms.mean()),
-        median_l2_success=float(norms[flipped].median()) if bool(flipped.any()) else None,
+        max_linf=float(linf.max()),
+        mean_l2=float(l2.mean()),
+        median_l2_success=float(l2[flipped].median()) if bool(flipped.any()) else None,
     )
 
 
@@ -1227,11 +1296,19 @@ def evaluate_suite(
     progress: bool = True,
     keep_adversarial: bool = False,
     engine: str = "builtin",
+    shard: bool | None = None,
 ) -> SuiteResult:
     """Clean accuracy and, per attack, accuracy and success rate on ``(x, y)``.
 
-    Each attack runs through :func:`run_attack` (same ``seed`` for every attack). Predictions
-    are eval-mode argmaxes. The CW log-probability warning is issued at most once per call.
+    Each attack runs through :func:`run_attack` (same ``seed`` for every attack; each batch of
+    :func:`batch_bounds` seeded by :func:`batch_seed`). Predictions are eval-mode argmaxes. The CW
+    log-probability warning is issued at most once per call.
+
+    **Across processes.** Inside an initialised ``torch.distributed`` process group with several
+    ranks (``torchrun --nproc_per_node=N ...``), every rank passes the same ``(x, y)``; rank ``r``
+    attacks batches ``r, r + N, r + 2N, ...`` and the per-example results are summed over ranks, so
+    every rank returns exactly the result of a single-process run (same adversarial examples, same
+    counts), in about 1/N of the time.
 
     Args:
         model: a classifier taking ``[0, 1]`` inputs and returning ``[N, C]`` scores.
@@ -1246,6 +1323,8 @@ def evaluate_suite(
             :attr:`SuiteResult.adversarial` (on ``x``'s device).
         engine: ``"builtin"`` (default) or ``"torchattacks"`` (see :func:`run_attack`); recorded in
             the result.
+        shard: split the batches over the ranks of the process group; None = when one with
+            several ranks is initialised.
 
     Returns:
         A :class:`SuiteResult`.
@@ -1282,12 +1361,31 @@ def evaluate_suite(
         raise ValueError(f"specs: expected unique attack names, got duplicates {dupes}")
     engine = _check_engine(engine)
     dev = _resolve_device(model, x, device)
+    from ib_plugins.distributed import all_reduce_sum, world_info
+
+    rank, world = world_info()
+    sharded = world > 1 if shard is None else bool(shard) and world > 1
+    bounds = batch_bounds(int(x.shape[0]), batch_size)
+    owned = [b for b in range(len(bounds)) if b % world == rank] if sharded else list(range(len(bounds)))
+    mine = torch.zeros(x.shape[0], dtype=torch.bool, device=x.device)
+    for b in owned:
+        mine[bounds[b][0] : bounds[b][1]] = True
+
+    def combine(rows: Tensor) -> Tensor:
+        """Rows computed on this rank's batches (zeros elsewhere), summed over the ranks."""
+        if not sharded:
+            return rows
+        local = torch.where(mine.view(-1, *([1] * (rows.dim() - 1))), rows, torch.zeros_like(rows))
+        dtype = rows.dtype
+        summed = all_reduce_sum(local.to(torch.float64 if dtype.is_floating_point else torch.int64))
+        return summed.to(dtype) if dtype != torch.bool else summed > 0
+
     with _inference_modes(model):
-        clean_pred, first_out = _predict_with_first(model, x, dev, batch_size)
+        clean_pred, first_out = _predict_rows(model, x, dev, bounds, owned)
     _check_labels_fit(y, first_out.shape[1])
     if any(s.attack_class == "CW" for s in specs) and _looks_like_log_probs(first_out):
         warnings.warn(_CW_WARNING, UserWarning, stacklevel=2)
-    clean_ok = clean_pred == y
+    clean_ok = combine(clean_pred == y)
     results: list[AttackResult] = []
     kept: dict[str, Tensor] = {}
     correct: dict[str, Tensor] = {"clean": clean_ok}
@@ -1296,30 +1394,54 @@ def evaluate_suite(
         if spec.attack_class.startswith("adaptive:"):  # e.g. "cw-l2" from build_suite(attacks=[...])
             from ib_plugins.adaptive import run_adaptive_attack
 
-            adv = run_adaptive_attack(
-                model, spec.attack_class, x, y, eps=spec.eps, seed=seed, batch_size=batch_size, device=dev,
-                progress=progress, **dict(spec.kwargs),
-            )
+            adv = x.clone()
+            for b in _progress_over(owned, desc=spec.name, progress=progress):
+                lo, hi = bounds[b]
+                adv[lo:hi] = run_adaptive_attack(
+                    model, spec.attack_class, x[lo:hi], y[lo:hi], eps=spec.eps, seed=batch_seed(seed, b),
+                    batch_size=hi - lo, device=dev, progress=False, **dict(spec.kwargs),
+                )
         else:
             adv = _run_attack(
                 model, spec, x, y, batch_size=batch_size, seed=seed, dev=dev, progress=progress, checked=True,
-                engine=engine,
+                engine=engine, owned=owned,
             )
         if dev.type == "cuda":
             torch.cuda.synchronize(dev)
         seconds = time.perf_counter() - start
         with _inference_modes(model):
-            adv_pred = _predict(model, adv, dev, batch_size)
-        results.append(_attack_result(spec, x, y, adv, clean_ok, adv_pred == y, seconds))
-        correct[spec.name] = adv_pred == y
+            adv_pred, _ = _predict_rows(model, adv, dev, bounds, owned)
+        linf, l2 = _perturbation_norms(adv, x)
+        adv_ok = combine(adv_pred == y)
+        results.append(_result_from_rows(spec, clean_ok, adv_ok, combine(linf), combine(l2), seconds))
+        correct[spec.name] = adv_ok
         if keep_adversarial:
-            kept[spec.name] = adv
+            kept[spec.name] = combine(adv) if sharded else adv
         logger.info("%s: accuracy %.2f%%, success rate %s%%", spec.name, 100 * results[-1].accuracy,
                     _pct(results[-1].success_rate))
     return SuiteResult(
         n=int(y.shape[0]), n_clean_correct=int(clean_ok.sum()), attacks=results, seed=seed,
         adversarial=MappingProxyType(kept), correct=MappingProxyType(correct), engine=engine,
     )
+
+
+def _predict_rows(
+    model: nn.Module, x: Tensor, dev: torch.device, bounds: Sequence[tuple[int, int]], owned: Sequence[int]
+) -> tuple[Tensor, Tensor]:
+    """Argmax predictions of the ``owned`` batches (-1 elsewhere) and the first owned batch's outputs."""
+    preds = torch.full((x.shape[0],), -1, dtype=torch.long, device=x.device)
+    first: Tensor | None = None
+    with torch.no_grad():
+        for b in owned:
+            lo, hi = bounds[b]
+            out = _forward(model, x[lo:hi].to(dev))
+            if first is None:
+                first = out
+            preds[lo:hi] = out.argmax(1).to(x.device)
+    if first is None:  # a rank without a batch (more ranks than batches): probe one example for the checks
+        with torch.no_grad():
+            first = _forward(model, x[:1].to(dev))
+    return preds, first
 
 
 def compare_markdown(results: Mapping[str, SuiteResult]) -> str:

@@ -589,9 +589,67 @@ def evaluate_checkpoint(
         ValueError: bad names or budgets; both or neither of ``checkpoint`` and ``model_factory``;
             a factory model without ``dataset``, or one that cannot be built, loaded or run on the
             dataset's inputs (see :func:`load_model_from_factory`).
+
+    Under ``torchrun --nproc_per_node=N ib-plugins evaluate ...`` the process group is set up here
+    (NCCL on CUDA, each rank on ``cuda:LOCAL_RANK``; gloo on CPU), every rank attacks its share of
+    the batches (see :func:`ib_plugins.evaluation.evaluate_suite`; AutoAttack chunks likewise), and
+    rank 0 alone writes the results folder, which holds exactly the single-process numbers.
     """
+    args = dict(locals())  # the arguments, passed on as they are
+    import torch.distributed as dist
+
+    from ib_plugins.distributed import env_world_size, world_info
+
+    owns_group = False
+    if env_world_size() > 1 and not (dist.is_available() and dist.is_initialized()):
+        dist.init_process_group(backend="nccl" if str(device).startswith("cuda") else "gloo")
+        owns_group = True
+    rank, world = world_info()
+    if world > 1 and str(device).startswith("cuda"):
+        args["device"] = f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}"
+        torch.cuda.set_device(torch.device(args["device"]))
+    try:
+        return _evaluate(rank=rank, world=world, **args)
+    finally:
+        if owns_group:
+            dist.destroy_process_group()
+
+
+def _evaluate(  # noqa: C901 - one straight pipeline: load, check, attack, write
+    checkpoint: str | os.PathLike[str] | None = None,
+    *,
+    rank: int = 0,
+    world: int = 1,
+    model_factory: str | None = None,
+    weights: str | os.PathLike[str] | None = None,
+    factory_kwargs: Mapping[str, Any] | None = None,
+    dataset: str | None = None,
+    out_dir: str | os.PathLike[str] | None = None,
+    suite: str = "ibrar",
+    budget: str | None = None,
+    attacks: Sequence[str] | None = None,
+    n: int | None = None,
+    batch_size: int = 100,
+    seed: int = 0,
+    pgd_steps: int | None = None,
+    cw_steps: int | None = None,
+    steps_sweep: Sequence[int] | None = None,
+    noise: bool = False,
+    tendency: str | None = None,
+    tsne_layer: str | None = None,
+    expect_model: str | None = None,
+    data_dir: str | None = None,
+    device: str = "cpu",
+    overwrite: bool = False,
+    progress: bool = True,
+    engine: str = "builtin",
+    autoattack_n: int = 0,
+    autoattack_version: str = "standard",
+    ema: bool = False,
+) -> dict[str, Any]:
     from ib_plugins import evaluation as ev
 
+    progress = progress and rank == 0
     # Validate the plain options before reading anything (nothing is written before all checks pass).
     _device(device)
     _check_count("batch_size", batch_size)
@@ -686,7 +744,12 @@ def evaluate_checkpoint(
     else:
         anchor = checkpoint if checkpoint is not None else weights
         out = (Path(anchor).parent if anchor is not None else Path()) / f"eval-{suite}-{budget_name}"
-    prepare_results_dir(out, eval_config, overwrite=overwrite)
+    if rank == 0:
+        prepare_results_dir(out, eval_config, overwrite=overwrite)
+    if world > 1:
+        import torch.distributed as dist
+
+        dist.barrier()  # the folder exists before any rank writes AutoAttack chunk files into it
     t0 = time.perf_counter()
     result = ev.evaluate_suite(
         model, x, y, specs, batch_size=batch_size, seed=seed, device=device, progress=progress,
@@ -702,7 +765,8 @@ def evaluate_checkpoint(
             engine=engine,
         )
         metrics["accuracy_vs_steps"] = {"steps": steps, "accuracy": accs}
-        ev.plot_accuracy_vs_steps({method: (steps, accs)}, out / "accuracy_vs_steps.png")
+        if rank == 0:
+            ev.plot_accuracy_vs_steps({method: (steps, accs)}, out / "accuracy_vs_steps.png")
         md += ["", "## PGD accuracy vs steps", "", "| steps | " + " | ".join(map(str, steps)) + " |",
                "|---|" + "---|" * len(steps), "| accuracy (%) | " + " | ".join(f"{100 * a:.2f}" for a in accs) + " |"]
     if noise:
@@ -723,7 +787,9 @@ def evaluate_checkpoint(
 
         with torch.no_grad(), capture_activations(model, [tsne_layer], when="always", detach=True) as cap:
             model(x.to(device))
-        plot_tsne(cap.activations[tsne_layer].cpu(), y, out / f"tsne_{tsne_layer.replace('.', '_')}.png", title=f"t-SNE of {tsne_layer}")
+        if rank == 0:
+            plot_tsne(cap.activations[tsne_layer].cpu(), y, out / f"tsne_{tsne_layer.replace('.', '_')}.png",
+                      title=f"t-SNE of {tsne_layer}")
     if autoattack_n:
         from ib_plugins.adapters.autoattack_eval import run_autoattack
 
@@ -741,8 +807,9 @@ def evaluate_checkpoint(
                f"[{100 * low:.1f}, {100 * high:.1f}] |"]
     metrics["wall_time_s"] = round(time.perf_counter() - t0, 2)
     metrics["out_dir"] = str(out)
-    write_json(out / "metrics.json", metrics)
-    _atomic_write_text(out / "results.md", "\n".join(md) + "\n")
+    if rank == 0:
+        write_json(out / "metrics.json", metrics)
+        _atomic_write_text(out / "results.md", "\n".join(md) + "\n")
     return metrics
 
 

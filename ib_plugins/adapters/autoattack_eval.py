@@ -766,8 +766,14 @@ def run_autoattack(
     model_name: str | None = None,
     attack_options: Mapping[str, Mapping[str, Any]] | None = None,
     backend: Literal["auto", "pyautoattack", "autoattack"] = "auto",
+    shard: bool | None = None,
 ) -> AutoAttackResult:
     """Clean and AutoAttack robust accuracy of ``model`` on ``(x, y)``, chunk by chunk.
+
+    Inside an initialised ``torch.distributed`` process group with several ranks (``torchrun
+    --nproc_per_node=N``), every rank passes the same ``(x, y)``; rank ``r`` attacks chunks
+    ``r, r + N, ...`` and the flags are summed over ranks, so every rank returns exactly the
+    single-process result (each chunk is an independent AutoAttack run seeded with ``seed``).
 
     The model runs in eval mode (restored afterwards); it must already be on ``device``. Each chunk
     of ``batch_size`` examples is one AutoAttack run with a fresh adversary and ``seed``. The robust
@@ -805,7 +811,9 @@ def run_autoattack(
         backend: ``"auto"`` (pyautoattack, else the original ``autoattack``), ``"pyautoattack"`` or
             ``"autoattack"``.
 
-    Returns:
+
+        shard: split the chunks over the ranks of the process group; None = when one with several
+            ranks is initialised.    Returns:
         An :class:`AutoAttackResult`.
 
     Raises:
@@ -881,6 +889,10 @@ def run_autoattack(
     bounds = [(s, min(s + batch_size, n)) for s in range(0, n, batch_size)]
     robust = torch.zeros(n, dtype=torch.bool)
     clean = torch.zeros(n, dtype=torch.bool)
+    from ib_plugins.distributed import all_reduce_sum, world_info
+
+    rank, world = world_info()
+    sharded = world > 1 if shard is None else bool(shard) and world > 1
     chunks_run = chunks_reused = 0
     final_attacks: tuple[str, ...] = tuple(attack_list or ())
     fp_base: dict[str, Any] | None = None
@@ -905,6 +917,8 @@ def run_autoattack(
             stack.enter_context(torch.random.fork_rng(devices=_cuda_devices(dev)))
             checks = stack.enter_context(_collect_checks())
             for index, (lo, hi) in enumerate(bounds):
+                if sharded and index % world != rank:
+                    continue  # another rank's chunk (chunks are independent: each is seeded with `seed`)
                 xb, yb = x[lo:hi], y[lo:hi]
                 xd, yd = xb.to(dev, pred_dtype), yb.to(dev)
                 logits = _predict(model, xd)
@@ -963,6 +977,9 @@ def run_autoattack(
     finally:
         if bar is not None:
             bar.close()
+    if sharded:  # every rank holds its own chunks' flags, zeros elsewhere: sum them
+        clean = all_reduce_sum(clean.to(torch.int64)) > 0
+        robust = all_reduce_sum(robust.to(torch.int64)) > 0
     if not final_attacks and version != "custom":
         final_attacks = {
             "standard": ("apgd-ce", "apgd-t", "fab-t", "square"),
