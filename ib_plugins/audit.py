@@ -1,4 +1,4 @@
-"""Gradient-masking audit: is a model's measured robustness real? (Carlini et al. 2019, §5 checklist)
+"""Gradient-masking audit: is a model's measured robustness real (Carlini et al. 2019, §5 checklist)?
 
 A defence can look robust because its gradients are useless to the attacker (shattered,
 stochastic or vanishing gradients; Athalye et al. 2018), not because adversarial examples are
@@ -1336,7 +1336,7 @@ def _floats(text: str) -> list[float]:
 
 
 def _json_object(text: str) -> dict[str, Any]:
-    """argparse type: a JSON object with string keys, e.g. ``'{"num_classes": 10}'``."""
+    """Argparse type: a JSON object with string keys, e.g. ``'{"num_classes": 10}'``."""
     try:
         value = json.loads(text)
     except (ValueError, RecursionError):

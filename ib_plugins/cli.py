@@ -86,7 +86,7 @@ def _shown(text: str, limit: int = 60) -> str:
 
 
 def _count(minimum: int) -> Any:
-    """argparse type: an int >= ``minimum``."""
+    """Argparse type: an int >= ``minimum``."""
 
     def parse(text: str) -> int:
         try:
@@ -102,7 +102,7 @@ def _count(minimum: int) -> Any:
 
 
 def _finite_float(text: str) -> float:
-    """argparse type: a finite number."""
+    """Argparse type: a finite number."""
     try:
         value = float(text)
     except ValueError:
@@ -113,7 +113,7 @@ def _finite_float(text: str) -> float:
 
 
 def _step_counts(text: str) -> str:
-    """argparse type: comma-separated ints >= 1, e.g. ``1,10,20`` (checked, kept as text)."""
+    """Argparse type: comma-separated ints >= 1, e.g. ``1,10,20`` (checked, kept as text)."""
     parts = [t.strip() for t in text.split(",") if t.strip()]
     try:
         values = [int(t) for t in parts]
@@ -125,7 +125,7 @@ def _step_counts(text: str) -> str:
 
 
 def _names(text: str) -> str:
-    """argparse type: a comma-separated list with at least one name (kept as text)."""
+    """Argparse type: a comma-separated list with at least one name (kept as text)."""
     if not [t for t in text.split(",") if t.strip()]:
         raise argparse.ArgumentTypeError(f"expected comma-separated names, got {text!r}")
     return text

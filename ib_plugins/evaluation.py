@@ -60,7 +60,7 @@ import torch.nn as nn
 from torch import Tensor
 
 from ib_plugins._markdown import md_cell, md_text
-from ib_plugins._optional import is_available, require
+from ib_plugins._optional import require
 from ib_plugins.data import get_dataset_info
 from ib_plugins.wrap import _inference_modes
 

@@ -376,8 +376,10 @@ class LeaderboardEntry:
 
     # -- (de)serialisation ---------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
-        """The model-info JSON object: every ModelInfo field (nulls included), ``unreliable``,
-        ``external`` and ``n`` when set, unknown keys, then ``ib_plugins`` when set.
+        """The model-info JSON object.
+
+        Every ModelInfo field (nulls included), ``unreliable``, ``external`` and ``n`` when set,
+        unknown keys, then ``ib_plugins`` when set.
 
         Returns:
             A JSON-serialisable dict.

@@ -4,7 +4,11 @@ The returned :class:`IBModel` behaves exactly like the wrapped model: ``forward`
 model's output unchanged, eval-mode and no-grad forwards run no extra code beyond a flag check, and
 the wrapped model's ``state_dict`` keys appear unchanged under the ``model.`` prefix. During
 training-mode forwards with gradients enabled it records the hooked layers' activations, and
-:meth:`IBModel.ib_loss` turns the record into ``α·Σ nHSIC(T_l, X) − β·Σ nHSIC(T_l, Y)``.
+:meth:`IBModel.ib_loss` turns the record into ``α·Σ nHSIC(T_l, X) − β·Σ nHSIC(T_l, Y)``. "Training
+mode" is the wrapped network's own ``training`` flag, and a forward that calls the network directly
+(``model.model(x)``, as ART's AWP and OAAT trainers call ``classifier.model(x)``) is recorded too:
+a forward pre-hook and an always-called forward hook on the network, owned and removed with the
+others, see to it.
 
 Example:
     >>> import torch, torch.nn as nn
@@ -125,6 +129,8 @@ class IBModel(nn.Module):
     # class-level defaults, so IBModels pickled before these counters existed still load
     _forwards_without_ib = 0
     _warned_no_ib = False
+    _forward_depth = 0
+    _direct_handles: list[Any] = []  # IBModels pickled before the direct-call hooks existed have none
 
     def __init__(
         self,
@@ -166,23 +172,32 @@ class IBModel(nn.Module):
             model, self._layers, clone=True, when="train", reset_on_forward=False
         )
         self._capture.enabled = False
+        self._forward_depth = 0
+        self._direct_calls: list[tuple[int, Any]] = []
+        self._direct_handles = [
+            model.register_forward_pre_hook(self._direct_pre_hook, with_kwargs=True),
+            model.register_forward_hook(self._direct_hook, with_kwargs=True, always_call=True),
+        ]
         self.mask: ChannelMask | None = None
         if mask is not None:
             if mask_layer is None:
-                self._capture.remove()
+                self._remove_own_hooks()
                 raise ValueError("mask_layer: a channel mask needs the dotted name of the layer it masks, got None")
             try:
                 # The capture's hooks are already registered: prepending the mask's makes the IB term
                 # record the masked output; appending it, the unmasked one.
                 mask.attach(model, mask_layer, prepend=record_masked)
             except BaseException:
-                self._capture.remove()
+                self._remove_own_hooks()
                 raise
             self.mask = mask
 
     # -- the forward ---------------------------------------------------------------------------
     def forward(self, *args: Any, **kwargs: Any) -> Any:
         """Run the wrapped model; in training mode with gradients, record the hooked activations.
+
+        "Training mode" is the wrapped network's ``training`` flag (what its BatchNorm and dropout
+        follow). Calling the network itself (``self.model(x)``) records in the same way.
 
         Args:
             *args: passed to the wrapped model (the first one is taken as the input batch).
@@ -204,33 +219,69 @@ class IBModel(nn.Module):
             >>> torch.equal(m(x), net(x))
             True
         """
-        capture = self._capture
-        training = self.training and torch.is_grad_enabled()
         x = args[0] if args else next(iter(kwargs.values()), None)
-        if capture is None or not (training and self._recording) or not isinstance(x, Tensor):
-            if self.mask is None or not training or not isinstance(x, Tensor):
-                return self.model(*args, **kwargs)
+        state = self._enter_forward(x, self.model.training and torch.is_grad_enabled())
+        self._forward_depth += 1  # the network's own hooks (direct calls) stand aside
+        try:
+            out = self.model(*args, **kwargs)
+        except BaseException:
+            self._exit_forward(state, x, None)
+            raise
+        finally:
+            self._forward_depth -= 1
+        self._exit_forward(state, x, out)
+        return out
+
+    def _enter_forward(self, x: Any, training: bool) -> int:
+        """Prepare one forward of the network: 0 plain, 1 masked only, 2 recorded (and masked)."""
+        if not training or not isinstance(x, Tensor):
+            return 0
+        capture = self._capture
+        if capture is None or not self._recording:
+            if self.mask is None:
+                return 0
             self.mask.set_input(x)  # a paused recording still masks (code mode needs the input)
-            try:
-                return self.model(*args, **kwargs)
-            finally:
-                self.mask.set_input(None)
+            return 1
         capture.reset()
         capture.enabled = True
         if self.mask is not None:
             self.mask.set_input(x)
-        try:
-            out = self.model(*args, **kwargs)
-        finally:
+        return 2
+
+    def _exit_forward(self, state: int, x: Any, out: Any) -> None:
+        """Finish a forward begun by :meth:`_enter_forward`; ``out`` None = it raised (nothing recorded)."""
+        if state == 0:
+            return
+        capture = self._capture
+        if state == 2 and capture is not None:
             capture.enabled = False
-            if self.mask is not None:
-                self.mask.set_input(None)
+        if self.mask is not None:
+            self.mask.set_input(None)
+        if state != 2 or capture is None or out is None:
+            if capture is not None:
+                capture.reset()
+            return
         fired = capture.fired()
         self._records.append(ForwardRecord(inputs=x, output=out, activations=capture.pop(), fired=fired))
         self._forwards_without_ib += 1
         if self._forwards_without_ib == _NO_IB_WARN_AFTER and not self._warned_no_ib:
             self._warn_no_ib()
-        return out
+
+    # The network's own top-level hooks: a training forward that calls the network directly (ART's
+    # AWP and OAAT trainers call ``classifier.model(x)``, which is the network) is recorded and
+    # masked exactly as one through :meth:`forward`; inside :meth:`forward` they stand aside.
+    def _direct_pre_hook(self, module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+        if self._forward_depth:
+            return
+        x = args[0] if args else next(iter(kwargs.values()), None)
+        state = self._enter_forward(x, module.training and torch.is_grad_enabled())
+        self._direct_calls.append((state, x))
+
+    def _direct_hook(self, module: nn.Module, args: Any, kwargs: Any, output: Any) -> None:
+        if self._forward_depth or not self._direct_calls:
+            return
+        state, x = self._direct_calls.pop()
+        self._exit_forward(state, x, output)  # output is None when the forward raised (always_call)
 
     # -- labels for the mask -------------------------------------------------------------------
     @contextmanager
@@ -563,7 +614,14 @@ class IBModel(nn.Module):
     def has_hooks(self) -> bool:
         """Whether any of this wrapper's hooks are still registered."""
         capture_hooks = self._capture is not None and self._capture.num_hooks > 0
-        return capture_hooks or (self.mask is not None and self.mask.is_attached)
+        return capture_hooks or bool(self._direct_handles) or (self.mask is not None and self.mask.is_attached)
+
+    def _remove_own_hooks(self) -> None:
+        if self._capture is not None:
+            self._capture.remove()
+            self._capture = None
+        while self._direct_handles:
+            self._direct_handles.pop().remove()
 
     def remove_hooks(self) -> None:
         """Remove every hook this wrapper registered (idempotent); forwards keep working.
@@ -574,9 +632,7 @@ class IBModel(nn.Module):
             >>> m.remove_hooks(); m.has_hooks
             False
         """
-        if self._capture is not None:
-            self._capture.remove()
-            self._capture = None
+        self._remove_own_hooks()
         if self.mask is not None:
             self.mask.detach()
         self._records.clear()
@@ -600,6 +656,8 @@ class IBModel(nn.Module):
     def __getstate__(self) -> dict[str, Any]:
         state = dict(super().__getstate__() if hasattr(super(), "__getstate__") else self.__dict__)
         state["_records"] = deque(maxlen=self._records.maxlen)  # graphs cannot be copied or pickled
+        state["_direct_calls"] = []
+        state["_forward_depth"] = 0
         return state
 
     def extra_repr(self) -> str:

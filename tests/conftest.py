@@ -9,6 +9,11 @@ from __future__ import annotations
 import pytest
 import torch
 
+# ART 1.20.1's own tests, vendored with their own pytest.ini, conftest and `tests` package: they run
+# in a pytest process of their own (tests/test_art_upstream.py, or `pytest tests/art_upstream`), never
+# collected by the repository's run.
+collect_ignore = ["art_upstream"]
+
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "slow: a slow test (timing measurements, larger models)")

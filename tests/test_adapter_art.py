@@ -24,7 +24,6 @@ from art.attacks.evasion import ProjectedGradientDescent  # noqa: E402
 from art.data_generators import NumpyDataGenerator  # noqa: E402
 from art.defences.trainer import (  # noqa: E402
     AdversarialTrainer,
-    AdversarialTrainerAWPPyTorch,
     AdversarialTrainerFBFPyTorch,
     AdversarialTrainerMadryPGD,
     AdversarialTrainerTRADESPyTorch,

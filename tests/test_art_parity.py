@@ -95,7 +95,7 @@ def test_get_activations_by_index_and_name_match_the_plain_classifier():
 
 def test_get_activations_leaves_no_hooks_and_restores_modes():
     _, clf = _pair()
-    ib = clf.model
+    ib = clf.ib_model
     before = _count_hooks(ib)
     ib.train()
     x = _x(4)
@@ -128,8 +128,8 @@ def test_clone_for_refitting_trains_with_the_ib_term_of_its_own_model():
     clone = clf.clone_for_refitting()
     assert isinstance(clone, IBPyTorchClassifier) and clone.model is not clf.model
     assert isinstance(clone.loss, IBCrossEntropyLoss) and clone.loss is not clf.loss
-    assert clone.loss.ib_model is clone.model and clone.loss.reduction == clf.loss.reduction
-    assert clone.model.layers == clf.model.layers and type(clone.optimizer) is type(clf.optimizer)
+    assert clone.loss.ib_model is clone.ib_model and clone.loss.reduction == clf.loss.reduction
+    assert clone.ib_model.layers == clf.ib_model.layers and type(clone.optimizer) is type(clf.optimizer)
     assert clone.optimizer.param_groups[0]["params"][0] is next(clone.model.parameters())
     x, y = _x(16), np.arange(16) % 4
     clone.fit(x, y, batch_size=8, nb_epochs=1)
@@ -156,7 +156,8 @@ def test_save_writes_the_networks_state_dict_and_pickling_keeps_the_classifier(t
     assert set(state) == set(plain.model.state_dict())
     plain.model.load_state_dict(state)  # a plain classifier of the same network loads the file
     loaded = pickle.loads(pickle.dumps(clf))
-    assert isinstance(loaded, IBPyTorchClassifier) and loaded.loss.ib_model is loaded.model
+    assert isinstance(loaded, IBPyTorchClassifier) and loaded.loss.ib_model is loaded.ib_model
+    assert loaded.model is loaded.ib_model.model
     x = _x()
     np.testing.assert_allclose(loaded.predict(x), clf.predict(x), rtol=1e-6)
     assert loaded.layer_names == clf.layer_names
@@ -164,12 +165,13 @@ def test_save_writes_the_networks_state_dict_and_pickling_keeps_the_classifier(t
 
 def test_proxy_classifier_carries_no_hooks_left_on_the_network():
     _, clf = _pair()
-    network = clf.model.model
+    network = clf.model
+    assert network is clf.ib_model.model
     leaked = [network.conv.register_forward_hook(lambda *a: None) for _ in range(2000)]  # as ART's get_activations
     try:
         proxy = make_art_proxy_classifier(clf)
         assert _count_hooks(proxy.model) == 0
-        assert len(network.conv._forward_hooks) >= 2000 and clf.model.has_hooks  # the original keeps its own
+        assert len(network.conv._forward_hooks) >= 2000 and clf.ib_model.has_hooks  # the original keeps its own
         assert set(proxy.model.state_dict()) == set(clf.model.state_dict())
     finally:
         for handle in leaked:
@@ -234,3 +236,25 @@ def test_no_warning_when_the_ib_term_is_computed(how, recwarn):
             loss.backward()
             opt.step()
     assert not [w for w in recwarn if "information-bottleneck term" in str(w.message)]
+
+
+def test_model_is_the_network_as_for_a_classifier_of_the_plain_network():
+    plain, clf = _pair()
+    assert clf.model is clf.ib_model.model and type(clf.model) is type(plain.model)
+    assert [n for n, _ in clf.model.named_children()] == [n for n, _ in plain.model.named_children()]
+    # what ART's trainers and tests read: named_modules of _model._model (OAAT), state_dict (AWP, OAAT, save)
+    assert list(dict(clf._model._model.named_modules())) == list(dict(plain._model._model.named_modules()))
+    assert list(clf.model.state_dict()) == list(plain.model.state_dict())
+    x = torch.from_numpy(_x())
+    rebuilt = nn.Sequential(*list(clf.model.children())[:2])  # as ART's test_get_activation does
+    np.testing.assert_allclose(rebuilt(x).detach().numpy(), clf.get_activations(_x(), 1), rtol=1e-6)
+
+
+def test_a_trainer_calling_classifier_model_directly_still_gets_the_ib_term():
+    _, clf = _pair(beta=1.0)
+    x, y = torch.from_numpy(_x(8)), torch.arange(8) % 4
+    clf.model.train(mode=True)  # as AWP/OAAT: train mode set on classifier.model (the network) only
+    out = clf.model(x)
+    loss = clf.loss(out, y)
+    assert clf.loss.num_ib_terms == 1 and float(clf.loss.last_ib.abs()) > 1e-4
+    assert torch.isclose(loss, nn.functional.cross_entropy(out, y) + clf.loss.last_ib)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
+
 import pytest
 import torch
 

@@ -164,6 +164,10 @@ def test_the_tiny_digits_grid_runs_from_the_cli(tmp_path, capsys):
     report = json.loads((out / "report.json").read_text())
     assert report["missing"] == [] and len(report["rows"]) == 4 and len(report["pairs"]) == 2
     assert {f.name for f in out.iterdir()} >= {"cells", "grid.json", "report.md", "report.json", "report.html"}
+    # every column says what it measured: the attack, its budget and on how many images
+    assert set(report["column_info"]) == set(report["columns"])
+    assert report["column_info"]["fgsm"].startswith("FGSM, L-inf, eps=") and "images)" in report["column_info"]["fgsm"]
+    assert "- fgsm: FGSM, L-inf, eps=" in (out / "report.md").read_text()
 
 
 def _child_env() -> dict[str, str]:

@@ -35,6 +35,10 @@ from ib_plugins import (
 )
 from ib_plugins.presets import get_preset
 
+# wrap_model's own hooks besides the layers': a forward pre-hook and a forward hook on the network
+# itself (they record training forwards that call the network directly, e.g. ART's AWP/OAAT)
+OWN = 2
+
 
 def _batch(n: int = 8, shape=(1, 8, 8), num_classes: int = 10, seed: int = 0):
     g = torch.Generator().manual_seed(seed)
@@ -493,7 +497,7 @@ def test_mask_already_attached_elsewhere_registers_nothing_new():
     wrap_model(first, ["features"], mask=mask, mask_layer="features")
     with pytest.raises(RuntimeError, match="already attached"):
         wrap_model(second, ["features"], mask=mask, mask_layer="features")
-    assert count_hooks(second) == 0 and count_hooks(first) == 2
+    assert count_hooks(second) == 0 and count_hooks(first) == 2 + OWN
 
 
 def test_ib_loss_under_bfloat16_autocast():
@@ -623,14 +627,14 @@ def test_torch_save_whole_ibmodel_round_trip():
     torch.save(source, buf)
     buf.seek(0)
     loaded = torch.load(buf, weights_only=False)
-    assert count_hooks(loaded.model) == 3 and loaded.mask.is_attached
+    assert count_hooks(loaded.model) == 3 + OWN and loaded.mask.is_attached
     x, y = torch.rand(8, 3, 4, 4), torch.arange(8) % 4
     source.eval(), loaded.eval()
     assert torch.equal(source(x), loaded(x))
     loaded.train()(x)
     assert torch.isfinite(loaded.ib_loss(x, y))
     loaded.unwrap()
-    assert count_hooks(loaded.model) == 0 and count_hooks(source.model) == 3
+    assert count_hooks(loaded.model) == 0 and count_hooks(source.model) == 3 + OWN
 
 
 def test_deepcopy_records_into_its_own_store_and_owns_its_hooks():
@@ -640,7 +644,7 @@ def test_deepcopy_records_into_its_own_store_and_owns_its_hooks():
     clone = copy.deepcopy(original)
     assert clone.num_records == 0 and original.num_records == 1
     assert clone.model is not original.model
-    assert count_hooks(clone.model) == count_hooks(original.model) == 2
+    assert count_hooks(clone.model) == count_hooks(original.model) == 2 + OWN
     clone(x)
     assert clone.num_records == 1 and original.num_records == 1
     clone_loss = clone.ib_loss(x, y)
@@ -648,7 +652,7 @@ def test_deepcopy_records_into_its_own_store_and_owns_its_hooks():
     assert torch.allclose(clone_loss, original.ib_loss(x, y))
     clone.remove_hooks()
     assert count_hooks(clone.model) == 0
-    assert count_hooks(original.model) == 2
+    assert count_hooks(original.model) == 2 + OWN
     original(x)
     assert original.num_records == 1
     assert torch.isfinite(original.ib_loss(x, y))
@@ -658,9 +662,9 @@ def test_deepcopy_with_mask():
     original = wrap_model(ConvNet(), ["features"], mask_layer="features", num_classes=4)
     clone = copy.deepcopy(original)
     assert clone.mask is not original.mask
-    assert count_hooks(clone.model) == count_hooks(original.model) == 2
+    assert count_hooks(clone.model) == count_hooks(original.model) == 2 + OWN
     clone.unwrap()
-    assert count_hooks(clone.model) == 0 and count_hooks(original.model) == 2
+    assert count_hooks(clone.model) == 0 and count_hooks(original.model) == 2 + OWN
     assert original.mask.is_attached
 
 
@@ -672,7 +676,7 @@ def test_deepcopy_with_mask():
 def test_unwrap_leaves_zero_hooks_and_returns_the_model():
     net = TinyResNet()
     ib_model = wrap_model(net, ["stem", "layer1.0.bn2", "layer2.0", "fc"], num_classes=10)
-    assert count_hooks(net) == 4
+    assert count_hooks(net) == 4 + OWN
     assert ib_model.has_hooks
     assert ib_model.unwrap() is net
     assert count_hooks(net) == 0 and not ib_model.has_hooks
@@ -684,7 +688,7 @@ def test_unwrap_leaves_zero_hooks_and_returns_the_model():
 def test_unwrap_with_mask_leaves_zero_hooks():
     net = ConvNet()
     ib_model = wrap_model(net, ["features", "pool"], mask_layer="features", num_classes=4)
-    assert count_hooks(net) == 3
+    assert count_hooks(net) == 3 + OWN
     ib_model.unwrap()
     assert count_hooks(net) == 0
 
@@ -730,7 +734,7 @@ def test_thousand_wrap_unwrap_cycles_leave_no_hooks():
         wrap_model(net, layers, num_classes=10).unwrap()
     assert count_hooks(net) == 0
     ib_model = wrap_model(net, layers, num_classes=10)
-    assert count_hooks(net) == len(layers)
+    assert count_hooks(net) == len(layers) + OWN
     ib_model.unwrap()
     assert count_hooks(net) == 0
 
@@ -760,3 +764,56 @@ def test_ib_config_is_plain_data():
     assert cfg["layers"] == ["features", "pool"]
     assert cfg["alpha"] == 0.008 and cfg["beta"] == 0.08 and cfg["num_classes"] == 4
     assert cfg["mask"]["mode"] == "code" and cfg["mask"]["layer"] == "features"
+
+
+# --------------------------------------------------------------------------------------------
+# direct calls of the network (ART's AWP/OAAT call classifier.model(x), the network)
+# --------------------------------------------------------------------------------------------
+def test_a_direct_training_call_of_the_network_is_recorded_like_one_through_the_wrapper():
+    torch.manual_seed(0)
+    ib = wrap_model(mlp(), ["2", "4"], num_classes=10).train()
+    x, y = _batch()
+    out_direct = ib.model(x)  # the network itself, not IBModel.forward
+    assert ib.num_records == 1 and ib.find_record(out_direct) is not None
+    direct = ib.ib_loss(x, y, output=out_direct)
+    out_wrapped = ib(x)
+    assert ib.num_records == 1  # one record per forward: the network's hooks stand aside inside forward()
+    assert torch.allclose(direct, ib.ib_loss(x, y, output=out_wrapped))
+
+
+def test_the_networks_training_flag_decides_and_eval_or_no_grad_calls_are_not_recorded():
+    ib = wrap_model(mlp(), ["2"], num_classes=10)
+    x, _ = _batch()
+    ib.eval()
+    ib.model.train()  # as ART's trainers do: classifier.model.train(mode=True) on the network only
+    ib(x)
+    assert ib.num_records == 1
+    ib.model.eval()
+    ib(x), ib.model(x)
+    with torch.no_grad():
+        ib.model.train()(x)
+    assert ib.num_records == 1
+
+
+def test_a_direct_call_that_raises_leaves_nothing_half_done():
+    net = RaisingNet()
+    ib = wrap_model(net, ["act"], num_classes=4).train()
+    x = torch.randn(6, 16)
+    net.boom.armed = True
+    with pytest.raises(RuntimeError):
+        net(x)
+    assert ib.num_records == 0 and not ib._direct_calls and not ib._capture.enabled
+    net.boom.armed = False
+    out = net(x)
+    assert ib.num_records == 1 and torch.isfinite(ib.ib_loss(x, torch.arange(6) % 4, output=out))
+
+
+def test_a_direct_call_with_a_mask_masks_on_schedule():
+    torch.manual_seed(0)
+    mask = ChannelMask(every=1, skip_first=False, num_classes=4, k_low_y=2, k_high_x=2)
+    ib = wrap_model(ConvNet(), ["features"], mask_layer="features", mask=mask, num_classes=4).train()
+    x, y = torch.rand(8, 3, 8, 8), torch.arange(8) % 4
+    with ib.labels(y) as active:
+        out = ib.model(x)
+    assert active and ib.num_records == 1 and ib.mask._input is None
+    assert torch.isfinite(ib.ib_loss(x, y, output=out))

@@ -244,6 +244,8 @@ def _ib_model_of(classifier: Any) -> IBModel:
             f"classifier: expected an ART PyTorchClassifier (build it with make_art_classifier), got "
             f"{type(classifier).__name__}"
         )
+    if isinstance(classifier, IBPyTorchClassifier):
+        return classifier.ib_model
     return _require_ib_model(classifier.model, "classifier.model")
 
 
@@ -429,7 +431,7 @@ class IBCrossEntropyLoss(nn.CrossEntropyLoss):
             True
         """
         model = self.ib_model
-        if model.training and torch.is_grad_enabled():
+        if model.model.training and torch.is_grad_enabled():
             _check_hooks(model)
         record = model.find_record(output)
         if record is None or record.inputs.requires_grad:
@@ -489,7 +491,7 @@ class IBCrossEntropyLoss(nn.CrossEntropyLoss):
         """
         self.num_calls += 1
         model = self.ib_model
-        if model.training and torch.is_grad_enabled():
+        if model.model.training and torch.is_grad_enabled():
             _check_hooks(model)
         ce = super().forward(input, target)
         if self.reduction == "none":
@@ -504,12 +506,40 @@ class IBCrossEntropyLoss(nn.CrossEntropyLoss):
 # ---------------------------------------------------------------------------------------------
 # The classifier
 # ---------------------------------------------------------------------------------------------
+class _IBModelWrapper(nn.Module):
+    """ART's model wrapper for an :class:`~ib_plugins.IBModel`, shaped as ART's own for the network.
+
+    ``_model`` is the network (what ART's ``PyTorchClassifier.model`` returns, and what ART reads
+    ``named_modules()``, ``state_dict()`` and the layer names from); ``ib_model`` the IBModel, whose
+    forward this one runs (so training forwards are recorded and masked). Like ART's wrapper for a
+    non-``Sequential`` model, the forward returns ``[logits]``.
+    """
+
+    def __init__(self, ib_model: IBModel) -> None:
+        super().__init__()
+        self._model = ib_model.model
+        self.ib_model = ib_model
+
+    def forward(self, x: Tensor) -> list[Tensor]:
+        return [self.ib_model(x)]
+
+    @property
+    def get_layers(self) -> list[str]:
+        """The network's top-level children, as ART's wrapper lists them."""
+        return list(self._model._modules)
+
+
 class IBPyTorchClassifier(PyTorchClassifier):
     """ART's ``PyTorchClassifier`` for an :class:`~ib_plugins.IBModel`; gives the mask its labels in ``fit``.
 
     It answers ART's classifier API as the ``PyTorchClassifier`` built on the *unwrapped* network
     would, so attacks, defences, detectors and tools that take a ``PyTorchClassifier`` work on it:
 
+    * ``model`` is the network inside the IBModel (:attr:`ib_model` is the IBModel), so code that
+      reads ``classifier.model`` — its children, ``named_modules()``, ``state_dict()``, or calls it
+      (ART's AWP/OAAT trainers) — sees the same network as with a plain classifier; a training
+      forward through ``classifier.model(x)`` is still recorded for the IB term (see
+      :class:`~ib_plugins.IBModel`);
     * ``layer_names`` are the network's own top-level layers (not the wrapper's ``model`` and
       ``bottleneck``), and :meth:`get_activations` takes those names, their indices, or any dotted
       ``named_modules()`` path of the network (``"layer1.0.conv1"``, also with a ``"model."``
@@ -551,14 +581,18 @@ class IBPyTorchClassifier(PyTorchClassifier):
         _require_ib_model(model, "model")
         super().__init__(model, loss, *args, **kwargs)
         self._ib_clean_inputs: np.ndarray | None = None
-        # ART lists the top-level children of the model it wraps; for parity with a classifier of the
-        # plain network, those of the network inside the IBModel.
-        self._layer_names = list(model.model._modules)
+
+    def _make_model_wrapper(self, model: nn.Module) -> nn.Module:
+        # ART's wrapper keeps the model it was given as ``_model``: ``classifier.model``, ART's
+        # ``layer_names``, ``_model._model.named_modules()``/``state_dict()`` (OAAT, AWP, save) then
+        # all see the IBModel's names. Ours keeps the *network* there, so every one of them answers
+        # as for a classifier of the plain network, and runs the forward through the IBModel.
+        return _IBModelWrapper(_require_ib_model(model, "model"))
 
     @property
     def ib_model(self) -> IBModel:
-        """The wrapped :class:`~ib_plugins.IBModel` (same as ``self.model``)."""
-        return self.model  # type: ignore[return-value]
+        """The wrapped :class:`~ib_plugins.IBModel` (``self.model`` is the network inside it, as for a plain classifier)."""
+        return self._model.ib_model  # type: ignore[return-value]
 
     # -- ART's classifier API, answered for the unwrapped network ----------------------------------
     def _activation_module(self, layer: Any) -> tuple[str, nn.Module]:
@@ -662,7 +696,7 @@ class IBPyTorchClassifier(PyTorchClassifier):
             >>> clf = make_art_classifier(ib, optimizer=torch.optim.SGD(ib.parameters(), lr=0.1),
             ...                           input_shape=(4,), nb_classes=3)
             >>> clone = clf.clone_for_refitting()
-            >>> clone.loss.ib_model is clone.model, clone.model is not clf.model
+            >>> clone.loss.ib_model is clone.ib_model, clone.model is not clf.model
             (True, True)
         """
         import copy
@@ -722,7 +756,7 @@ class IBPyTorchClassifier(PyTorchClassifier):
         # ART pickles by writing the weights to a file in ART_DATA_PATH and reading it back; the
         # IBModel's state travels inside the pickle instead (no file is written).
         state = self.__dict__.copy()
-        state["_ib_inner_model"] = state["_model"]._model
+        state["_ib_inner_model"] = state["_model"].ib_model
         for key in ("_model_wrapper", "_device", "_model"):
             state.pop(key, None)
         return state
@@ -930,8 +964,8 @@ def make_art_classifier(
         >>> ib = wrap_model(nn.Sequential(nn.Flatten(), nn.Linear(4, 3), nn.ReLU()), ["2"], num_classes=3)
         >>> clf = make_art_classifier(ib, optimizer=torch.optim.SGD(ib.parameters(), lr=0.1),
         ...                           input_shape=(4,), nb_classes=3)
-        >>> type(clf.loss).__name__, clf.model is ib
-        ('IBCrossEntropyLoss', True)
+        >>> type(clf.loss).__name__, clf.ib_model is ib, clf.model is ib.model
+        ('IBCrossEntropyLoss', True, True)
     """
     _require_ib_model(ib_model, "ib_model")
     if loss is None:
@@ -962,10 +996,12 @@ def make_art_proxy_classifier(
     optimizer_factory: Callable[[Iterable[nn.Parameter]], torch.optim.Optimizer] | None = None,
     loss: nn.Module | None = None,
 ) -> PyTorchClassifier:
-    """A proxy classifier for AWP/OAAT: an independent hook-free copy of the same :class:`~ib_plugins.IBModel`.
+    """A proxy classifier for AWP/OAAT: an independent hook-free copy of the main classifier's model.
 
-    AWP and OAAT load the main model's ``state_dict`` into the proxy (strict), so the proxy needs
-    the identical ``IBModel`` structure. The copy has no hooks at all (neither the IBModel's nor any
+    AWP and OAAT load the main classifier's ``model.state_dict()`` into the proxy (strict), so the
+    proxy holds a copy of exactly that: of the network for an :class:`IBPyTorchClassifier` (whose
+    ``model`` is the network), of the whole ``IBModel`` for a plain ``PyTorchClassifier`` built
+    around one. The copy has no hooks at all (neither the IBModel's nor any
     other forward/backward hook left on the network, e.g. by ART's own ``get_activations``): its
     forwards are plain, and it trains with plain cross-entropy by default (the weight perturbation
     then maximises CE only).
@@ -988,14 +1024,15 @@ def make_art_proxy_classifier(
         >>> clf = make_art_classifier(ib, optimizer=torch.optim.SGD(ib.parameters(), lr=0.1),
         ...                           input_shape=(4,), nb_classes=3)
         >>> proxy = make_art_proxy_classifier(clf)
-        >>> proxy.model is not ib, proxy.model.has_hooks, ib.has_hooks
-        (True, False, True)
+        >>> proxy.model is not ib.model, type(proxy.model).__name__, ib.has_hooks
+        (True, 'Sequential', True)
     """
     import copy
 
     ib_model = _ib_model_of(classifier)
-    proxy_model = copy.deepcopy(ib_model)  # hooks are copied consistently with the copy ...
-    proxy_model.remove_hooks()  # ... and removed from the copy only, the IBModel's ...
+    ib_copy = copy.deepcopy(ib_model)  # hooks are copied consistently with the copy ...
+    ib_copy.remove_hooks()  # ... and removed from the copy only, the IBModel's ...
+    proxy_model = ib_copy.model if isinstance(classifier, IBPyTorchClassifier) else ib_copy
     for module in proxy_model.modules():  # ... and anyone else's (on the copy's modules only)
         for attr in _HOOK_DICTS:
             hooks = getattr(module, attr, None)
