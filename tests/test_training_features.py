@@ -548,7 +548,7 @@ class _FakeWriter:
 
 
 def test_tensorboard_logs_every_numeric_metric_per_epoch(tmp_path, monkeypatch):
-    monkeypatch.setattr(training, "_summary_writer_class", lambda: _FakeWriter)
+    monkeypatch.setattr(training.trainer, "_summary_writer_class", lambda: _FakeWriter)
     _FakeWriter.instances.clear()
     cfg = _tiny(ib=True, epochs=2, robust_val_every=1, val_size=10, tensorboard=str(tmp_path / "tb"))
     Trainer(cfg, out_dir=tmp_path / "run", progress=False).fit()

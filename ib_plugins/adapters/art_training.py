@@ -95,7 +95,7 @@ import torch.nn as nn
 from torch import Tensor
 
 from ib_plugins._optional import require
-from ib_plugins.training import mart_regularizer
+from ib_plugins.training.losses import mart_regularizer
 from ib_plugins.wrap import IBModel
 
 art = require("art", purpose="ib_plugins.adapters.art_training", extra="art")
