@@ -84,8 +84,9 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
 
+from ib_plugins._context import _inference_modes
 from ib_plugins.errors import IBPluginsError, LayerNotFiredError
-from ib_plugins.wrap import IBModel, _inference_modes
+from ib_plugins.wrap import IBModel
 
 __all__ = [
     "ADAPTIVE_ATTACKS",
@@ -741,7 +742,7 @@ def is_deterministic(model: nn.Module, x: Tensor, *, trials: int = 3, atol: floa
     """
     if isinstance(trials, bool) or not isinstance(trials, int) or trials < 2:
         raise ValueError(f"trials: expected an int >= 2, got {trials!r}")
-    from ib_plugins.evaluation import _module_device
+    from ib_plugins._context import _module_device
 
     dev = _module_device(model) or x.device
     cuda = [dev.index or 0] if dev.type == "cuda" else []
@@ -1069,14 +1070,8 @@ def run_adaptive_attack(
         >>> torch.equal(a1, run_adaptive_attack(model, "pgd-ce", x, y, eps=0.1, seed=3))
         True
     """
-    from ib_plugins.evaluation import (
-        _attack_context,
-        _check_int,
-        _check_model,
-        _check_xy,
-        _progress_over,
-        _resolve_device,
-    )
+    from ib_plugins._context import _attack_context, _resolve_device
+    from ib_plugins.evaluation import _check_int, _check_model, _check_xy, _progress_over
 
     model = _check_model(model)
     key = _canonical_name(name)
@@ -1265,7 +1260,8 @@ def evaluate_specs(
         >>> res["pgd-ce"].accuracy == res.clean_accuracy
         True
     """
-    from ib_plugins.evaluation import SuiteResult, _attack_result, _check_model, _check_xy, _resolve_device
+    from ib_plugins._context import _resolve_device
+    from ib_plugins.evaluation import SuiteResult, _attack_result, _check_model, _check_xy
 
     model = _check_model(model)
     x, y = _check_xy(x, y)

@@ -70,8 +70,8 @@ import torch
 import torch.nn as nn
 from torch import Tensor
 
+from ib_plugins._context import _inference_modes
 from ib_plugins._markdown import md_cell, md_json, md_text
-from ib_plugins.wrap import _inference_modes
 
 __all__ = [
     "STATUSES",

@@ -77,9 +77,9 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
 
+from ib_plugins._context import _inference_modes
 from ib_plugins.errors import LayerNotFiredError, NonFiniteActivationError
 from ib_plugins.layer_selection import resolve_layers
-from ib_plugins.wrap import _inference_modes
 
 __all__ = [
     "EntropyMode",

@@ -460,7 +460,7 @@ def load_model_from_factory(
 
 def _probe_model(model: torch.nn.Module, x: torch.Tensor, *, device: str, what: str) -> int:
     """Run the model on two inputs; its failure or non-logit output is a user error naming the input shape."""
-    from ib_plugins.wrap import _inference_modes
+    from ib_plugins._context import _inference_modes
 
     sample = x[:2].to(device)
     dev = torch.device(device)

@@ -272,7 +272,7 @@ def test_evaluation_between_backward_and_step_changes_nothing(name, tmp_path):
 
 
 def test_grads_and_flags_come_back_after_an_exception_inside_the_evaluation():
-    from ib_plugins.wrap import _inference_modes
+    from ib_plugins._context import _inference_modes
 
     model, net, _, x, _ = _setup()
     before = _snapshot(model)

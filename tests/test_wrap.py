@@ -250,7 +250,7 @@ def test_capturing_false_records_nothing():
 
 
 def test_inference_modes_pauses_recording_and_restores_each_modules_flag_even_on_error():
-    from ib_plugins.wrap import _inference_modes
+    from ib_plugins._context import _inference_modes
 
     ib_model = wrap_model(mlp(), ["2"], num_classes=10).train()
     outer = nn.Sequential(ib_model).train()

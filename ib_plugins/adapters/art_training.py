@@ -650,7 +650,7 @@ class IBPyTorchClassifier(PyTorchClassifier):
             >>> clf.layer_names, clf.get_activations(np.ones((2, 4), dtype=np.float32), "1").shape
             (['0', '1', '2'], (2, 3))
         """
-        from ib_plugins.wrap import _inference_modes
+        from ib_plugins._context import _inference_modes
 
         name, module = self._activation_module(layer)
         x_pre, _ = self._apply_preprocessing(x=x, y=None, fit=False, no_grad=not framework)

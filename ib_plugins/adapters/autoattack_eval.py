@@ -61,9 +61,9 @@ import torch
 import torch.nn as nn
 from torch import Tensor
 
+from ib_plugins._context import _inference_modes, _module_device, _resolve_device, _untouched_grads_and_rngs
 from ib_plugins._optional import is_available, require
 from ib_plugins.errors import MissingOptionalDependencyError
-from ib_plugins.wrap import _inference_modes, _untouched_grads_and_rngs
 
 __all__ = [
     "NORMS",
@@ -197,14 +197,6 @@ def _cuda_devices(dev: torch.device | None) -> list[int]:
     if torch.cuda.is_available() and torch.cuda.is_initialized():
         return list(range(torch.cuda.device_count()))
     return []
-
-
-def _module_device(model: nn.Module) -> torch.device | None:
-    for t in model.parameters():
-        return t.device
-    for t in model.buffers():
-        return t.device
-    return None
 
 
 def _floating_dtype(model: nn.Module) -> torch.dtype | None:
@@ -493,24 +485,6 @@ def _check_attack_options(options: object) -> dict[str, dict[str, Any]]:
                 _check_count(v, f"attack_options[{key!r}][{attr!r}]")
         out[str(key)] = dict(values)
     return out
-
-
-def _resolve_device(model: nn.Module, x: Tensor, device: object) -> torch.device:
-    model_dev = _module_device(model)
-    if device is None:
-        return model_dev if model_dev is not None else x.device
-    try:
-        dev = torch.device(device)  # type: ignore[arg-type]
-    except (RuntimeError, TypeError) as err:
-        raise ValueError(f"device: expected a torch device, got {device!r}") from err
-    if model_dev is None:
-        return dev
-    if model_dev.type == dev.type and (dev.index is None or dev.index == model_dev.index):
-        return model_dev
-    raise ValueError(
-        f"device: the model's parameters are on {model_dev}, got device={dev}; move the model first "
-        "(AutoAttack runs the attacks on one device)"
-    )
 
 
 # --------------------------------------------------------------------------------------------------
@@ -871,7 +845,7 @@ def run_autoattack(
     if not isinstance(progress, bool):
         raise TypeError(f"progress: expected a bool, got {type(progress).__name__}")
     x, y = _check_xy(x, y)
-    dev = _resolve_device(model, x, device)
+    dev = _resolve_device(model, x, device, why="AutoAttack runs the attacks on one device")  # type: ignore[arg-type]
     backend_name, module = _select_backend(backend)
     state_path = None
     if state_dir is not None:

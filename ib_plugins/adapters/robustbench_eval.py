@@ -52,12 +52,13 @@ import torch
 import torch.nn as nn
 from torch import Tensor
 
+from ib_plugins._context import _inference_modes
 from ib_plugins._optional import require
 from ib_plugins.adapters.autoattack_eval import AutoAttackCompat, _is_upstream_api, model_fingerprint, run_autoattack
 from ib_plugins.errors import IBPluginsError, MissingOptionalDependencyError
 from ib_plugins.leaderboard import LeaderboardEntry, _eps_value
 from ib_plugins.training import RunExistsError
-from ib_plugins.wrap import IBModel, _inference_modes
+from ib_plugins.wrap import IBModel
 
 __all__ = [
     "LEADERBOARD_THREAT_MODELS",

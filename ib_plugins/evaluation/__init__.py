@@ -70,16 +70,12 @@ from ib_plugins.evaluation.results import (  # noqa: F401
 )
 from ib_plugins.evaluation.runner import (  # noqa: F401
     ENGINES,
-    _attack_context,
     _check_engine,
     _check_model,
     _check_xy,
-    _cuda_devices,
     _forward,
-    _module_device,
     _predict,
     _progress_over,
-    _resolve_device,
     _run_attack,
     batch_bounds,
     batch_seed,

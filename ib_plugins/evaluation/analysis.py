@@ -10,9 +10,10 @@ import torch
 import torch.nn as nn
 from torch import Tensor
 
+from ib_plugins._context import _inference_modes, _resolve_device
 from ib_plugins._markdown import md_cell
 from ib_plugins._optional import require
-from ib_plugins.evaluation.runner import _check_model, _check_xy, _forward, _predict, _resolve_device, evaluate_suite
+from ib_plugins.evaluation.runner import _check_model, _check_xy, _forward, _predict, evaluate_suite
 from ib_plugins.evaluation.suites import (
     _NORMS,
     _PURPOSE,
@@ -24,7 +25,6 @@ from ib_plugins.evaluation.suites import (
     _check_int,
     build_suite,
 )
-from ib_plugins.wrap import _inference_modes
 
 # --------------------------------------------------------------------------------------------------
 # Noise, steps, misclassification tendencies, plots

@@ -7,7 +7,7 @@ import io
 import logging
 import time
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from types import MappingProxyType
 from typing import Any
 
@@ -15,10 +15,17 @@ import torch
 import torch.nn as nn
 from torch import Tensor
 
+from ib_plugins._context import (
+    _attack_context,
+    _cuda_devices,
+    _inference_modes,
+    _module_device,
+    _resolve_device,
+    _seed_forked,
+)
 from ib_plugins._optional import require
 from ib_plugins.evaluation.results import AttackResult, SuiteResult, _pct, _perturbation_norms, _result_from_rows
 from ib_plugins.evaluation.suites import _PURPOSE, AttackSpec, _canonical, _check_int
-from ib_plugins.wrap import _inference_modes
 
 logger = logging.getLogger(__name__)
 
@@ -87,55 +94,6 @@ def _check_model_dtype(model: nn.Module, x: Tensor) -> None:
                     f"convert one of them (x.to({t.dtype}) or model.to({x.dtype}))"
                 )
             return
-
-
-def _module_device(model: nn.Module) -> torch.device | None:
-    for t in model.parameters():
-        return t.device
-    for t in model.buffers():
-        return t.device
-    return None
-
-
-def _resolve_device(model: nn.Module, x: Tensor, device: torch.device | str | None) -> torch.device:
-    model_dev = _module_device(model)
-    if device is None:
-        return model_dev if model_dev is not None else x.device
-    try:
-        dev = torch.device(device)
-    except (RuntimeError, TypeError) as err:
-        raise ValueError(f"device: expected a torch device, got {device!r}") from err
-    if model_dev is None:
-        return dev
-    if model_dev.type == dev.type and (dev.index is None or dev.index == model_dev.index):
-        return model_dev
-    raise ValueError(
-        f"device: the model's parameters are on {model_dev}, got device={dev}; move the model first "
-        "(the attack is built on one device)"
-    )
-
-
-def _cuda_devices(dev: torch.device) -> list[int]:
-    if dev.type == "cuda" or (torch.cuda.is_available() and torch.cuda.is_initialized()):
-        return list(range(torch.cuda.device_count()))
-    return []
-
-
-@contextlib.contextmanager
-def _attack_context(model: nn.Module, dev: torch.device, seed: int) -> Iterator[None]:
-    """Eval mode, IBModel recording paused, RNGs forked and seeded; modes restored afterwards."""
-    cuda = _cuda_devices(dev)
-    with _inference_modes(model), torch.random.fork_rng(devices=cuda):
-        _seed_forked(seed, cuda)
-        yield
-
-
-def _seed_forked(seed: int, cuda: Sequence[int]) -> None:
-    # Seed only the forked generators (torch.manual_seed would also seed unforked CUDA ones).
-    torch.default_generator.manual_seed(seed)
-    for index in cuda:
-        with torch.cuda.device(index):
-            torch.cuda.manual_seed(seed)
 
 
 def batch_seed(seed: int, index: int) -> int:

@@ -2,40 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
-from typing import Any
-
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
 
-from ib_plugins.wrap import IBModel
-
+from ib_plugins._context import _eval_mode, _no_record
 
 # ---------------------------------------------------------------------------------------------
 # Attacks used during training
 # ---------------------------------------------------------------------------------------------
-@contextmanager
-def _eval_mode(model: nn.Module) -> Iterator[None]:
-    """Put ``model`` in eval mode, restoring every submodule's own flag afterwards."""
-    modes = {m: m.training for m in model.modules()}
-    model.eval()
-    try:
-        yield
-    finally:
-        for m, mode in modes.items():
-            m.training = mode
-
-
-def _no_record(model: nn.Module) -> Any:
-    return model.capturing(False) if isinstance(model, IBModel) else _null_context()
-
-
-@contextmanager
-def _null_context() -> Iterator[None]:
-    yield
 
 
 class TrainingAttack:

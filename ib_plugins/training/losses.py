@@ -14,7 +14,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
 
-from ib_plugins.training.attacks import _null_context, kl_pgd
+from ib_plugins._context import _null_context
+from ib_plugins.training.attacks import kl_pgd
 from ib_plugins.training.config import TrainConfig, _choice
 from ib_plugins.wrap import IBModel
 

@@ -15,9 +15,10 @@ import torch
 import torch.nn as nn
 from torch import Tensor
 
+from ib_plugins._context import _eval_mode, _no_record, _null_context
 from ib_plugins._markdown import md_cell, md_code, md_text
 from ib_plugins.errors import IBPluginsError
-from ib_plugins.training.attacks import TrainingAttack, _eval_mode, _no_record, _null_context
+from ib_plugins.training.attacks import TrainingAttack
 from ib_plugins.training.checkpoint import (
     _WEIGHTS,
     CHECKPOINT_FORMAT,
