@@ -1071,7 +1071,8 @@ def run_adaptive_attack(
         True
     """
     from ib_plugins._context import _attack_context, _resolve_device
-    from ib_plugins.evaluation import _check_int, _check_model, _check_xy, _progress_over
+    from ib_plugins._validation import _check_int, _check_model, _check_xy
+    from ib_plugins.evaluation import _progress_over
 
     model = _check_model(model)
     key = _canonical_name(name)
@@ -1261,7 +1262,8 @@ def evaluate_specs(
         True
     """
     from ib_plugins._context import _resolve_device
-    from ib_plugins.evaluation import SuiteResult, _attack_result, _check_model, _check_xy
+    from ib_plugins._validation import _check_model, _check_xy
+    from ib_plugins.evaluation import SuiteResult, _attack_result
 
     model = _check_model(model)
     x, y = _check_xy(x, y)

@@ -986,7 +986,8 @@ def run_audit(
         ('skip', 'skip', True)
     """
     from ib_plugins import adaptive as adp
-    from ib_plugins.evaluation import AttackSpec, _check_engine, _check_int, _check_xy, default_budget, run_attack
+    from ib_plugins._validation import _check_int, _check_xy
+    from ib_plugins.evaluation import AttackSpec, _check_engine, default_budget, run_attack
 
     t_start = time.perf_counter()
     settings = _QUICK if quick else _FULL

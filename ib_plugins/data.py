@@ -51,6 +51,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Subset, TensorDataset
 
 from ib_plugins._optional import require
+from ib_plugins._validation import _check_int
 
 __all__ = [
     "DatasetInfo",
@@ -206,14 +207,6 @@ def _check_split(split: object) -> str:
     if split not in _SPLITS:
         raise ValueError(f"split: expected 'train' or 'test', got {split!r}")
     return str(split)
-
-
-def _check_int(value: object, arg: str, *, minimum: int | None = None) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{arg}: expected an int, got {type(value).__name__}")
-    if minimum is not None and value < minimum:
-        raise ValueError(f"{arg}: expected an int >= {minimum}, got {value}")
-    return value
 
 
 def _check_bool(value: object, arg: str) -> bool:

@@ -63,6 +63,7 @@ from torch import Tensor
 
 from ib_plugins._context import _inference_modes, _module_device, _resolve_device, _untouched_grads_and_rngs
 from ib_plugins._optional import is_available, require
+from ib_plugins._validation import _check_int
 from ib_plugins.errors import MissingOptionalDependencyError
 
 __all__ = [
@@ -413,14 +414,6 @@ class AutoAttackCompat:
 # --------------------------------------------------------------------------------------------------
 
 
-def _check_int(value: object, arg: str, *, minimum: int | None = None) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{arg}: expected an int, got {type(value).__name__}")
-    if minimum is not None and value < minimum:
-        raise ValueError(f"{arg}: expected an int >= {minimum}, got {value}")
-    return value
-
-
 def _check_count(value: object, arg: str) -> int:
     if isinstance(value, bool) or not isinstance(value, int):
         raise TypeError(f"{arg}: expected an int >= 1 (a count of iterations), got {type(value).__name__} {value!r}")
@@ -458,7 +451,7 @@ def _check_eps(eps: object, norm: str) -> float:
 
 
 def _check_xy(x: object, y: object) -> tuple[Tensor, Tensor]:
-    from ib_plugins.evaluation import _check_xy as check
+    from ib_plugins._validation import _check_xy as check
 
     return check(x, y, reason="AutoAttack's eps ball and clipping assume it")
 

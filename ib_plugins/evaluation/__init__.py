@@ -71,8 +71,6 @@ from ib_plugins.evaluation.results import (  # noqa: F401
 from ib_plugins.evaluation.runner import (  # noqa: F401
     ENGINES,
     _check_engine,
-    _check_model,
-    _check_xy,
     _forward,
     _predict,
     _progress_over,
@@ -89,9 +87,6 @@ from ib_plugins.evaluation.suites import (  # noqa: F401
     AttackSpec,
     Budget,
     PathLike,
-    _check_count,
-    _check_eps,
-    _check_int,
     build_suite,
     default_budget,
     list_attacks,

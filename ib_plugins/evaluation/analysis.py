@@ -13,7 +13,8 @@ from torch import Tensor
 from ib_plugins._context import _inference_modes, _resolve_device
 from ib_plugins._markdown import md_cell
 from ib_plugins._optional import require
-from ib_plugins.evaluation.runner import _check_model, _check_xy, _forward, _predict, evaluate_suite
+from ib_plugins._validation import _check_model, _check_xy
+from ib_plugins.evaluation.runner import _forward, _predict, evaluate_suite
 from ib_plugins.evaluation.suites import (
     _NORMS,
     _PURPOSE,

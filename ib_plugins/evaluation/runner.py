@@ -24,8 +24,9 @@ from ib_plugins._context import (
     _seed_forked,
 )
 from ib_plugins._optional import require
+from ib_plugins._validation import _check_int, _check_labels_fit, _check_model, _check_model_dtype, _check_xy
 from ib_plugins.evaluation.results import AttackResult, SuiteResult, _pct, _perturbation_norms, _result_from_rows
-from ib_plugins.evaluation.suites import _PURPOSE, AttackSpec, _canonical, _check_int
+from ib_plugins.evaluation.suites import _PURPOSE, AttackSpec, _canonical
 
 logger = logging.getLogger(__name__)
 
@@ -41,59 +42,6 @@ ENGINES = ("builtin", "torchattacks")
 
 def _check_engine(engine: object) -> str:
     return _canonical(engine, arg="engine", valid=ENGINES)
-
-
-def _check_model(model: object) -> nn.Module:
-    if not isinstance(model, nn.Module):
-        raise TypeError(f"model: expected a torch.nn.Module, got {type(model).__name__}")
-    return model
-
-
-def _check_xy(
-    x: object, y: object, *, reason: str = "torchattacks would silently clamp them"
-) -> tuple[Tensor, Tensor]:
-    """Validate an attack's inputs (shared with the AutoAttack adapter): x in [0, 1], y class indices."""
-    if not isinstance(x, Tensor):
-        raise TypeError(f"x: expected a torch.Tensor, got {type(x).__name__}")
-    if not isinstance(y, Tensor):
-        raise TypeError(f"y: expected a torch.Tensor, got {type(y).__name__}")
-    if not x.is_floating_point():
-        raise TypeError(f"x: expected a floating-point tensor in [0, 1], got dtype {x.dtype}")
-    if x.device.type == "meta":
-        raise ValueError(
-            "x: expected a tensor with values (on the CPU or an accelerator), got a tensor on the meta device"
-        )
-    if y.device != x.device:
-        raise ValueError(f"y: expected a tensor on x's device ({x.device}), got {y.device}")
-    if x.dim() < 2 or x.shape[0] == 0:
-        raise ValueError(f"x: expected a non-empty batch [N, ...], got shape {list(x.shape)}")
-    if y.dim() != 1 or y.shape[0] != x.shape[0]:
-        raise ValueError(f"y: expected class indices of shape [{x.shape[0]}], got shape {list(y.shape)}")
-    if y.is_floating_point() or y.is_complex() or y.dtype == torch.bool:
-        raise TypeError(f"y: expected an integer tensor of class indices, got dtype {y.dtype}")
-    if bool(torch.isnan(x).any()):
-        raise ValueError("x: expected values in [0, 1], got NaN")
-    lo, hi = float(x.min()), float(x.max())
-    if lo < 0 or hi > 1:
-        raise ValueError(
-            f"x: expected values in [0, 1] ({reason}), got min {lo:.4g}, max {hi:.4g}; inputs are not clamped "
-            "silently: put any normalisation inside the model (ib_plugins.models.Normalize)"
-        )
-    if int(y.min()) < 0:
-        raise ValueError(f"y: expected class indices >= 0, got {int(y.min())}")
-    return x, y.long()
-
-
-def _check_model_dtype(model: nn.Module, x: Tensor) -> None:
-    """The attacks feed ``x`` (and perturbations of its dtype) to the model: the dtypes must agree."""
-    for t in model.parameters():
-        if t.is_floating_point():
-            if t.dtype != x.dtype:
-                raise TypeError(
-                    f"x: expected dtype {t.dtype} (the dtype of the model's parameters), got {x.dtype}; "
-                    f"convert one of them (x.to({t.dtype}) or model.to({x.dtype}))"
-                )
-            return
 
 
 def batch_seed(seed: int, index: int) -> int:
@@ -195,12 +143,6 @@ def _predict_with_first(model: nn.Module, x: Tensor, dev: torch.device, batch_si
             preds.append(out.argmax(1).to(x.device))
     assert first is not None  # _check_xy guarantees a non-empty x
     return torch.cat(preds), first
-
-
-def _check_labels_fit(y: Tensor, n_out: int) -> None:
-    y_max = int(y.max())
-    if y_max >= n_out:
-        raise ValueError(f"y: expected class indices < {n_out} (the model's outputs), got {y_max}")
 
 
 def _build_attack(ta: Any, model: nn.Module, spec: AttackSpec, dev: torch.device, seed: int) -> Any:

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import math
-import numbers
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, Union
 
+from ib_plugins._validation import _check_count, _check_eps, _check_int
 from ib_plugins.data import get_dataset_info
 
 PathLike = Union[str, "os.PathLike[str]"]
@@ -150,17 +149,6 @@ def list_attacks(suite: str = "ibrar", *, extras: bool = False) -> list[str]:
 # --------------------------------------------------------------------------------------------------
 
 
-def _check_eps(eps: object, norm: str, *, arg: str = "eps") -> float:
-    if isinstance(eps, bool) or not isinstance(eps, (int, float)):
-        raise TypeError(f"{arg}: expected a float, got {type(eps).__name__}")
-    eps = float(eps)
-    if not math.isfinite(eps) or eps < 0:
-        raise ValueError(f"{arg}: expected a finite value >= 0, got {eps!r}")
-    if norm == "linf" and eps > 1:
-        raise ValueError(f"{arg}: expected an L-inf radius in [0, 1] for inputs in [0, 1], got {eps!r}")
-    return eps
-
-
 #: Keyword arguments that count iterations, restarts, queries or samples: an int >= 1 when given
 #: (torchattacks, AutoAttack and the adaptive attacks loop ``range(n)`` over them, so 0 would
 #: silently skip the attack and a negative or float value fail mid-evaluation).
@@ -168,14 +156,6 @@ _COUNT_KWARGS = (
     "steps", "n_restarts", "n_queries", "n_iter", "restarts", "eot_iter", "eot_samples", "search_steps",
     "n_target_classes",
 )
-
-
-def _check_count(value: object, arg: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise TypeError(f"{arg}: expected an int >= 1 (a count of iterations), got {type(value).__name__} {value!r}")
-    if value < 1:
-        raise ValueError(f"{arg}: expected an int >= 1 (a count of iterations), got {value}")
-    return int(value)
 
 
 @dataclass(frozen=True)
@@ -453,14 +433,6 @@ def default_budget(dataset: str = "cifar10", suite: str = "ibrar", budget: str |
                       "library choice: CIFAR Linf eps, L2 eps x2 for 4x the pixels (not in the paper)")
     return Budget(suite, budget, key, 0.1, 0.45, None, None,
                   "library choice for digits: eps 0.1 (Linf), 0.45 (L2) (not in the paper)")
-
-
-def _check_int(value: object, arg: str, *, minimum: int | None = None) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{arg}: expected an int, got {type(value).__name__}")
-    if minimum is not None and value < minimum:
-        raise ValueError(f"{arg}: expected an int >= {minimum}, got {value}")
-    return value
 
 
 def build_suite(
