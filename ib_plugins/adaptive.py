@@ -72,12 +72,11 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
-import os
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from types import MappingProxyType
-from typing import Any, Union
+from typing import Any
 
 import torch
 import torch.nn as nn
@@ -85,6 +84,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ib_plugins._context import _inference_modes
+from ib_plugins._types import PathLike
 from ib_plugins.errors import IBPluginsError, LayerNotFiredError
 from ib_plugins.wrap import IBModel
 
@@ -109,8 +109,6 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
-
-PathLike = Union[str, "os.PathLike[str]"]
 
 _PREFIX = "adaptive:"
 

@@ -64,7 +64,7 @@ import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Union
+from typing import Any
 
 import torch
 import torch.nn as nn
@@ -72,6 +72,7 @@ from torch import Tensor
 
 from ib_plugins._context import _inference_modes
 from ib_plugins._markdown import md_cell, md_json, md_text
+from ib_plugins._types import PathLike
 
 __all__ = [
     "STATUSES",
@@ -99,8 +100,6 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
-
-PathLike = Union[str, "os.PathLike[str]"]
 
 #: The possible outcomes of a check.
 STATUSES = ("pass", "warn", "skip")

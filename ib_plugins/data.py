@@ -45,12 +45,13 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any, Union
+from typing import Any
 
 import torch
 from torch.utils.data import DataLoader, Dataset, Subset, TensorDataset
 
 from ib_plugins._optional import require
+from ib_plugins._types import PathLike
 from ib_plugins._validation import _check_int
 
 __all__ = [
@@ -68,8 +69,6 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
-
-PathLike = Union[str, "os.PathLike[str]"]
 
 _SPLITS = ("train", "test")
 _FASHION_MNIST_SYSTEM_DIR = Path("/usr/share/datasets/fashion-mnist")

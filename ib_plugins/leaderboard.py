@@ -61,9 +61,10 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from fractions import Fraction
 from pathlib import Path
-from typing import Any, Union
+from typing import Any
 
 from ib_plugins._markdown import md_cell, md_code, md_link, md_text, safe_url
+from ib_plugins._types import PathLike
 from ib_plugins.stats import wilson_interval
 
 __all__ = [
@@ -80,8 +81,6 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
-
-PathLike = Union[str, "os.PathLike[str]"]
 
 #: RobustBench 1.1.1 ``ModelInfo`` fields, in its order (``robustbench/utils.py``).
 MODEL_INFO_FIELDS: tuple[str, ...] = (

@@ -37,15 +37,15 @@ import copy
 import html
 import json
 import logging
-import os
 import shlex
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Union
+from typing import Any
 
 from ib_plugins._markdown import md_cell, md_text
+from ib_plugins._types import PathLike
 from ib_plugins.stats import mean_interval
 
 __all__ = [
@@ -60,8 +60,6 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
-
-PathLike = Union[str, "os.PathLike[str]"]
 
 _IB_METHODS = ("ce", "pgd-at", "trades", "mart")
 #: TrainConfig fields that only matter with the IB term (dropped from baseline cells).

@@ -55,7 +55,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
-from typing import Any, Literal, Union
+from typing import Any, Literal
 
 import torch
 import torch.nn as nn
@@ -63,6 +63,7 @@ from torch import Tensor
 
 from ib_plugins._context import _inference_modes, _module_device, _resolve_device, _untouched_grads_and_rngs
 from ib_plugins._optional import is_available, require
+from ib_plugins._types import PathLike
 from ib_plugins._validation import _check_int
 from ib_plugins.errors import MissingOptionalDependencyError
 
@@ -77,8 +78,6 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
-
-PathLike = Union[str, "os.PathLike[str]"]
 
 _PURPOSE = "ib_plugins.adapters.autoattack_eval"
 

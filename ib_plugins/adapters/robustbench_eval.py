@@ -39,14 +39,13 @@ import importlib.util
 import json
 import logging
 import math
-import os
 import sys
 import threading
 import types
 import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Union
+from typing import Any
 
 import torch
 import torch.nn as nn
@@ -54,6 +53,7 @@ from torch import Tensor
 
 from ib_plugins._context import _inference_modes
 from ib_plugins._optional import require
+from ib_plugins._types import PathLike
 from ib_plugins.adapters.autoattack_eval import AutoAttackCompat, _is_upstream_api, model_fingerprint, run_autoattack
 from ib_plugins.errors import IBPluginsError, MissingOptionalDependencyError
 from ib_plugins.leaderboard import LeaderboardEntry, _eps_value
@@ -69,8 +69,6 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
-
-PathLike = Union[str, "os.PathLike[str]"]
 
 _PURPOSE = "ib_plugins.adapters.robustbench_eval"
 

@@ -86,7 +86,6 @@ from ib_plugins.evaluation.suites import (  # noqa: F401
     SUITES,
     AttackSpec,
     Budget,
-    PathLike,
     build_suite,
     default_budget,
     list_attacks,

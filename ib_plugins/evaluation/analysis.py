@@ -13,6 +13,7 @@ from torch import Tensor
 from ib_plugins._context import _inference_modes, _resolve_device
 from ib_plugins._markdown import md_cell
 from ib_plugins._optional import require
+from ib_plugins._types import PathLike
 from ib_plugins._validation import _check_model, _check_xy
 from ib_plugins.evaluation.runner import _forward, _predict, evaluate_suite
 from ib_plugins.evaluation.suites import (
@@ -20,7 +21,6 @@ from ib_plugins.evaluation.suites import (
     _PURPOSE,
     _SUITE_ALIASES,
     SUITES,
-    PathLike,
     _canonical,
     _check_eps,
     _check_int,

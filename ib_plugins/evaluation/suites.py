@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Any, Union
+from typing import Any
 
 from ib_plugins._validation import _check_count, _check_eps, _check_int
 from ib_plugins.data import get_dataset_info
-
-PathLike = Union[str, "os.PathLike[str]"]
 
 _PURPOSE = "ib_plugins.evaluation"
 
