@@ -1,4 +1,4 @@
-"""Checkpoint IO: atomic writes, :func:`save_checkpoint`, :func:`load_checkpoint` and :func:`load_model_from_checkpoint`."""
+"""Checkpoint IO: atomic writes, saving and loading checkpoints, rebuilding a trained network from one."""
 
 from __future__ import annotations
 

@@ -37,7 +37,7 @@ def _validation_split(dataset: Any, *, size: int | None, seed: int) -> tuple[Any
     """
     from torch.utils.data import Subset, TensorDataset
 
-    from ib_plugins.data import _stratified_indices
+    from ib_plugins.data_registry import _stratified_indices
 
     labels = _dataset_labels(dataset)
     n = int(labels.numel())
