@@ -30,7 +30,7 @@ Example:
     >>> loss.backward()
 
 The package holds the two baselines, one module each: :mod:`~ib_plugins.baselines.hbar` (with
-:mod:`~ib_plugins.baselines.mixup`, which HBaR's repository trains with) and :mod:`~ib_plugins.baselines.vib`.
+:mod:`~ib_plugins.baselines.mixing`, which HBaR's repository trains with) and :mod:`~ib_plugins.baselines.vib`.
 """
 
 from __future__ import annotations
@@ -44,7 +44,7 @@ from ib_plugins.baselines.hbar import (
     hbar_vgg16_layers,
     wrap_hbar,
 )
-from ib_plugins.baselines.mixup import MixupBatch, mixup, mixup_cross_entropy
+from ib_plugins.baselines.mixing import MixupBatch, mixup, mixup_cross_entropy
 from ib_plugins.baselines.vib import EvalMode, VIBClassifier, VIBHead, vib_kl, vib_loss
 
 __all__ = [

@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ib_plugins.baselines._checks import _check_number
-from ib_plugins.baselines.mixup import MixupBatch, mixup, mixup_cross_entropy
+from ib_plugins.baselines.mixing import MixupBatch, mixup, mixup_cross_entropy
 from ib_plugins.bottleneck import HSICBottleneck
 from ib_plugins.hsic import Bandwidth, Center, Kernel
 from ib_plugins.layer_selection import LayerSpec, expand_layer_spec

@@ -1,4 +1,4 @@
-"""Running attacks safely: :func:`run_attack` (forked RNG, restored modes, paused recording) and :func:`evaluate_suite`."""
+"""Running attacks safely: :func:`run_attack` (forked RNG, restored modes, paused recording), :func:`evaluate_suite`."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Attack suites and budgets: the registry, :class:`AttackSpec`, :class:`Budget`, :func:`default_budget` and :func:`build_suite`."""
+"""Attack suites and budgets: the registry, :class:`AttackSpec`, :class:`Budget` and :func:`build_suite`."""
 
 from __future__ import annotations
 

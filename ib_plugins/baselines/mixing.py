@@ -1,4 +1,4 @@
-"""Mixup as HBaR's repository trains CIFAR-10 with it: :func:`mixup` and :func:`mixup_cross_entropy`."""
+"""Mixup, as HBaR's repository trains CIFAR-10 with it: :func:`mixup` and :func:`mixup_cross_entropy`."""
 
 from __future__ import annotations
 
