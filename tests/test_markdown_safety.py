@@ -256,7 +256,7 @@ def test_evaluate_results_md(tmp_path, monkeypatch):
 
     torch.manual_seed(0)
     cfg = dataclasses.replace(TrainConfig(), model=EVIL)
-    monkeypatch.setattr(experiments, "load_model_from_checkpoint",
+    monkeypatch.setattr(experiments.evaluate, "load_model_from_checkpoint",
                         lambda *a, **k: (DigitsCNN(num_classes=10).eval(), cfg, {"epoch": 1}))
     _evil_suite(monkeypatch)
     out = tmp_path / "eval"
@@ -272,7 +272,7 @@ def test_select_layers_results_md(tmp_path, monkeypatch):
     pytest.importorskip("torchattacks", reason="torchattacks runs PGD")
     from ib_plugins import experiments
 
-    monkeypatch.setattr(experiments, "Trainer", _FakeTrainer)
+    monkeypatch.setattr(experiments.runs, "Trainer", _FakeTrainer)
     out = tmp_path / "select"
     experiments.select_robust_layers(candidates=[EVIL, "fc1"], epochs=1, eval_n=10, out_dir=out,
                                      progress=False)
@@ -286,7 +286,7 @@ def test_demo_results_md(tmp_path, monkeypatch):
     pytest.importorskip("torchattacks", reason="torchattacks runs the attack suite")
     from ib_plugins import experiments
 
-    monkeypatch.setattr(experiments, "Trainer", _FakeTrainer)
+    monkeypatch.setattr(experiments.runs, "Trainer", _FakeTrainer)
     _evil_suite(monkeypatch)
     out = tmp_path / "demo"
     metrics = experiments.run_demo(out_dir=out, epochs=1, eval_n=10, autoattack_n=0, progress=False)
