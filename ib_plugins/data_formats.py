@@ -33,7 +33,7 @@ from ib_plugins.data_registry import (
     default_data_dir,
 )
 
-logger = logging.getLogger(__name__)
+logger = logging.getLogger("ib_plugins.data")  # the name its records had before the module was split off
 
 
 # --------------------------------------------------------------------------------------------------

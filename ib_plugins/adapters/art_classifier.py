@@ -28,7 +28,7 @@ from tqdm.auto import tqdm  # noqa: E402
 
 from ib_plugins.adapters.art_loss import IBCrossEntropyLoss, _check_hooks, _class_indices, _require_ib_model
 
-logger = logging.getLogger(__name__)
+logger = logging.getLogger("ib_plugins.adapters.art_training")  # the name its records had before the split
 
 
 def _ib_model_of(classifier: Any) -> IBModel:

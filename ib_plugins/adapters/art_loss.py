@@ -27,7 +27,7 @@ art = require("art", purpose="ib_plugins.adapters.art_training", extra="art")
 
 import numpy as np  # noqa: E402  (ART depends on numpy and tqdm)
 
-logger = logging.getLogger(__name__)
+logger = logging.getLogger("ib_plugins.adapters.art_training")  # the name its records had before the split
 
 
 TESTED_ART_VERSION = "1.20.1"

@@ -35,7 +35,7 @@ from tqdm.auto import trange  # noqa: E402
 from ib_plugins.adapters.art_classifier import IBPyTorchClassifier, _ib_model_of
 from ib_plugins.adapters.art_loss import IBCrossEntropyLoss, _check_hooks, _class_indices
 
-logger = logging.getLogger(__name__)
+logger = logging.getLogger("ib_plugins.adapters.art_training")  # the name its records had before the split
 
 
 # ---------------------------------------------------------------------------------------------

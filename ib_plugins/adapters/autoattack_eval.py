@@ -29,6 +29,10 @@ would form the same batches, in particular when ``batch_size >= len(x)``.
 ``verbose=``, returns ``x_adv``) on top of pyautoattack; :mod:`ib_plugins.adapters.robustbench_eval`
 uses it to run ``robustbench.eval.benchmark``.
 
+This module runs the evaluation (:func:`run_autoattack`: backends, chunks, resuming); the upstream
+API lives in :mod:`ib_plugins.adapters.autoattack_compat` and the result, fingerprints and chunk
+files in :mod:`ib_plugins.adapters.autoattack_state`, both re-exported here.
+
 Example:
     >>> import torch, torch.nn as nn
     >>> _ = torch.manual_seed(0)
@@ -43,16 +47,13 @@ Example:
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import importlib
 import inspect
 import json
 import logging
 import math
-import os
 import time
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
 from typing import Any, Literal
@@ -61,10 +62,29 @@ import torch
 import torch.nn as nn
 from torch import Tensor
 
-from ib_plugins._context import _inference_modes, _module_device, _resolve_device, _untouched_grads_and_rngs
+from ib_plugins._context import _inference_modes, _resolve_device
 from ib_plugins._optional import is_available, require
 from ib_plugins._types import PathLike
 from ib_plugins._validation import _check_int
+from ib_plugins.adapters.autoattack_compat import (
+    _COUNT_ATTRS,
+    _PURPOSE,
+    _SUB_ATTACKS,
+    AutoAttackCompat,
+    _check_count,
+    _cuda_devices,
+    _Float32Logits,
+    _floating_dtype,
+)
+from ib_plugins.adapters.autoattack_state import (
+    _STATE_FORMAT,
+    AutoAttackResult,
+    _chunk_fingerprint,
+    _chunk_path,
+    _read_chunk,
+    _write_chunk,
+    model_fingerprint,
+)
 from ib_plugins.errors import MissingOptionalDependencyError
 
 __all__ = [
@@ -79,355 +99,18 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-_PURPOSE = "ib_plugins.adapters.autoattack_eval"
-
 #: Norms AutoAttack supports.
 NORMS: tuple[str, ...] = ("Linf", "L2", "L1")
 #: AutoAttack versions (``"custom"`` needs ``attacks=``).
 VERSIONS: tuple[str, ...] = ("standard", "plus", "rand", "custom")
 #: Attack names usable with ``version="custom"``.
 ATTACKS: tuple[str, ...] = ("apgd-ce", "apgd-dlr", "fab", "square", "apgd-t", "fab-t")
-#: Sub-attack attributes of an AutoAttack object that ``attack_options`` may tune.
-_SUB_ATTACKS: tuple[str, ...] = ("apgd", "apgd_targeted", "fab", "square")
-
-_STATE_FORMAT = 1
-
-#: Sub-attack attributes that count iterations, restarts, queries or target classes: int >= 1.
-#: AutoAttack loops ``range(n)`` over them, so 0 silently skips an attack and a negative or float
-#: value fails (or allocates ``[n, batch]`` buffers) only in the middle of the evaluation.
-_COUNT_ATTRS: tuple[str, ...] = ("n_iter", "n_restarts", "n_queries", "n_target_classes", "eot_iter")
-
-
-# --------------------------------------------------------------------------------------------------
-# Result
-# --------------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class AutoAttackResult:
-    """The outcome of :func:`run_autoattack`.
-
-    Attributes:
-        clean_accuracy: share of examples classified correctly without attack.
-        robust_accuracy: share classified correctly after AutoAttack (RobustBench's metric).
-        robust_flags: bool ``[n]`` (CPU), True where the example survived every attack.
-        clean_flags: bool ``[n]`` (CPU), True where the clean example is classified correctly.
-        n: number of examples.
-        eps: the perturbation radius.
-        norm: ``"Linf"``, ``"L2"`` or ``"L1"``.
-        version: the AutoAttack version.
-        seed: the attacks' seed.
-        attacks: the attacks that were run, in order.
-        batch_size: examples per chunk.
-        backend: ``"pyautoattack"`` or ``"autoattack"`` (the original package).
-        wall_time_s: seconds the call took (reused chunks included, at their reading cost).
-        chunks_run: chunks attacked in this call.
-        chunks_reused: chunks read back from ``state_dir``.
-        checks: AutoAttack's warnings (randomised/dynamic defence, probabilities as outputs...),
-            de-duplicated.
-        attack_options: the sub-attack settings that were applied (``attack_options`` argument).
-
-    Example:
-        >>> r = AutoAttackResult(0.5, 0.25, torch.tensor([True, False, False, False]),
-        ...                      torch.tensor([True, True, False, False]), 4, 0.03, "Linf", "standard", 0)
-        >>> r.to_dict()["robust_accuracy"], r.to_dict()["robust_flags"]
-        (0.25, [True, False, False, False])
-    """
-
-    clean_accuracy: float
-    robust_accuracy: float
-    robust_flags: Tensor = field(repr=False)
-    clean_flags: Tensor = field(repr=False)
-    n: int
-    eps: float
-    norm: str
-    version: str
-    seed: int
-    attacks: tuple[str, ...] = ()
-    batch_size: int = 0
-    backend: str = "pyautoattack"
-    wall_time_s: float = 0.0
-    chunks_run: int = 0
-    chunks_reused: int = 0
-    checks: tuple[str, ...] = ()
-    attack_options: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
-
-    def to_dict(self) -> dict[str, Any]:
-        """A JSON-serialisable description (flags as lists of bools).
-
-        Returns:
-            A dict of plain Python values.
-
-        Example:
-            >>> import json
-            >>> r = AutoAttackResult(1.0, 1.0, torch.ones(1, dtype=torch.bool), torch.ones(1, dtype=torch.bool),
-            ...                      1, 0.1, "L2", "custom", 3, ("apgd-ce",))
-            >>> sorted(json.loads(json.dumps(r.to_dict())))[:4]
-            ['attack_options', 'attacks', 'backend', 'batch_size']
-        """
-        return {
-            "clean_accuracy": self.clean_accuracy,
-            "robust_accuracy": self.robust_accuracy,
-            "n": self.n,
-            "eps": self.eps,
-            "norm": self.norm,
-            "version": self.version,
-            "seed": self.seed,
-            "attacks": list(self.attacks),
-            "batch_size": self.batch_size,
-            "backend": self.backend,
-            "wall_time_s": self.wall_time_s,
-            "chunks_run": self.chunks_run,
-            "chunks_reused": self.chunks_reused,
-            "checks": list(self.checks),
-            "attack_options": {k: dict(v) for k, v in self.attack_options.items()},
-            "robust_flags": [bool(v) for v in self.robust_flags.tolist()],
-            "clean_flags": [bool(v) for v in self.clean_flags.tolist()],
-        }
-
-
-# --------------------------------------------------------------------------------------------------
-# The upstream API on top of pyautoattack
-# --------------------------------------------------------------------------------------------------
-
-
-def _cuda_devices(dev: torch.device | None) -> list[int]:
-    if dev is not None and dev.type == "cuda":
-        return [dev.index if dev.index is not None else torch.cuda.current_device()]
-    if torch.cuda.is_available() and torch.cuda.is_initialized():
-        return list(range(torch.cuda.device_count()))
-    return []
-
-
-def _floating_dtype(model: nn.Module) -> torch.dtype | None:
-    """The dtype of the model's first floating-point parameter (or buffer); None when it has none."""
-    for t in (*model.parameters(), *model.buffers()):
-        if t.is_floating_point():
-            return t.dtype
-    return None
-
-
-class _Float32Logits(nn.Module):
-    """AutoAttack's view of a model whose parameters are not float32.
-
-    AutoAttack casts its inputs to float32 (``x.float()`` in APGD, FAB and Square) and writes float32
-    adversarial examples into its buffers, so a float64 (or half-precision) model fails inside it
-    with a dtype mismatch. This module runs the model in its own dtype on those inputs and hands
-    float32 logits back; gradients flow through both casts.
-    """
-
-    def __init__(self, model: nn.Module, dtype: torch.dtype) -> None:
-        super().__init__()
-        self.model = model
-        self.dtype = dtype
-        self.training = False  # the wrapped model's modes are managed by _inference_modes
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.model(x.to(self.dtype)).float()
-
-
-class AutoAttackCompat:
-    """The original AutoAttack API (fra31/auto-attack) implemented with pyautoattack.
-
-    RobustBench 1.1.1 and much published code call ``AutoAttack(model, norm=..., eps=...,
-    version=..., attacks_to_run=[...], device=..., log_path=..., verbose=...)`` and
-    ``run_standard_evaluation(x, y, bs=...)`` returning ``x_adv``; pyautoattack 0.2.0 renamed
-    ``attacks_to_run`` to ``attacks`` and ``bs`` to ``batch_size``, dropped ``log_path``/``verbose``
-    and returns ``(x_adv, y_adv)``. This class maps one onto the other:
-
-    * ``attacks_to_run`` → ``attacks`` (only with ``version="custom"``, as upstream);
-    * ``bs`` → ``batch_size``; ``return_labels=True`` returns ``(x_adv, y_adv)``;
-    * ``log_path`` is ignored (pyautoattack logs to the ``"auto-attack"`` logger), ``verbose``
-      switches that logging;
-    * ``state_path`` raises: AutoAttack's resume is broken in pyautoattack 0.2.0 (use
-      :func:`run_autoattack` with ``state_dir``);
-    * the global RNGs are left unchanged (upstream reseeds torch's), and so are a module's
-      parameters' ``.grad`` (None included) and ``requires_grad`` (FAB's ``backward()`` would write
-      into the weights' gradients).
-
-    Attributes other than these (``apgd``, ``fab``, ``square``, ``apgd_targeted``,
-    ``attacks_to_run``, ``seed``...) are read from and written to the pyautoattack object.
-
-    Args:
-        model: the classifier (inputs in ``[0, 1]``, logits out).
-        norm: ``"Linf"``, ``"L2"`` or ``"L1"``.
-        eps: the radius.
-        seed: the attacks' seed (None: time-based, as upstream).
-        verbose: log progress to the ``"auto-attack"`` logger.
-        attacks_to_run: attack names for ``version="custom"``.
-        version: ``"standard"``, ``"plus"``, ``"rand"`` or ``"custom"``.
-        is_tf_model: must be False (pyautoattack's PyTorch path only).
-        device: where the attacks run; None = the model's device (upstream's default is ``"cuda"``).
-        log_path: ignored.
-
-    Raises:
-        MissingOptionalDependencyError: pyautoattack is not installed.
-        ValueError: ``attacks_to_run`` with a version other than ``"custom"``, or ``is_tf_model``.
-
-    Example:
-        >>> import torch, torch.nn as nn
-        >>> net = nn.Sequential(nn.Flatten(), nn.Linear(4, 2)).eval()
-        >>> adv = AutoAttackCompat(net, norm="Linf", eps=0.1, version="custom", attacks_to_run=["apgd-ce"],
-        ...                        seed=0, log_path="ignored.log", verbose=False)
-        >>> adv.apgd.n_iter = 3
-        >>> x_adv = adv.run_standard_evaluation(torch.rand(2, 1, 2, 2), torch.tensor([0, 1]), bs=2)
-        >>> x_adv.shape
-        torch.Size([2, 1, 2, 2])
-    """
-
-    _OWN = frozenset({"_aa", "log_path", "is_tf_model"})
-
-    def __init__(
-        self,
-        model: nn.Module,
-        norm: str = "Linf",
-        eps: float = 0.3,
-        seed: int | float | None = None,
-        verbose: bool = True,
-        attacks_to_run: Sequence[str] = (),
-        version: str = "standard",
-        is_tf_model: bool = False,
-        device: torch.device | str | None = None,
-        log_path: str | None = None,
-    ) -> None:
-        if is_tf_model:
-            raise ValueError("is_tf_model: pyautoattack evaluates PyTorch models only, got is_tf_model=True")
-        pyaa = require("pyautoattack", purpose=_PURPOSE)
-        attacks = list(attacks_to_run) if attacks_to_run else None
-        if version != "custom" and attacks:
-            raise ValueError("attacks_to_run will be overridden unless you use version='custom'")
-        if device is None:
-            device = _module_device(model) or torch.device("cpu")
-        object.__setattr__(self, "log_path", log_path)
-        object.__setattr__(self, "is_tf_model", False)
-        aa = pyaa.AutoAttack(model, attacks=attacks, device=device, eps=eps, norm=norm, seed=seed, version=version)
-        aa.verbose = bool(verbose)
-        object.__setattr__(self, "_aa", aa)
-
-    def __getattr__(self, name: str) -> Any:
-        if name == "_aa":  # during unpickling / before __init__
-            raise AttributeError(name)
-        return getattr(self._aa, name)
-
-    def __setattr__(self, name: str, value: Any) -> None:
-        if name in self._OWN:
-            object.__setattr__(self, name, value)
-        else:
-            setattr(self._aa, name, value)
-
-    def _device(self) -> torch.device | None:
-        try:
-            return torch.device(self._aa.device)
-        except (TypeError, RuntimeError):
-            return None
-
-    @contextlib.contextmanager
-    def _untouched(self) -> Iterator[None]:
-        """The global RNGs and, for a module, its parameters' gradients and flags, given back on exit."""
-        model = getattr(self._aa, "model", None)
-        if not isinstance(model, nn.Module):  # a plain callable: no parameters, the RNGs only
-            model = nn.Module()
-        with _untouched_grads_and_rngs(model), torch.random.fork_rng(devices=_cuda_devices(self._device())):
-            yield
-
-    def run_standard_evaluation(
-        self, x_orig: Tensor, y_orig: Tensor, bs: int = 250, return_labels: bool = False, state_path: Any = None
-    ) -> Tensor | tuple[Tensor, Tensor]:
-        """Run the configured attacks (worst case over them), upstream signature.
-
-        Args:
-            x_orig: inputs in ``[0, 1]``.
-            y_orig: labels.
-            bs: batch size.
-            return_labels: also return the predicted labels of the adversarial examples.
-            state_path: must be None (see the class docstring).
-
-        Returns:
-            ``x_adv``, or ``(x_adv, y_adv)`` with ``return_labels``.
-
-        Raises:
-            ValueError: ``state_path`` was given, or an iteration count of a sub-attack
-                (``apgd.n_iter``, ``square.n_queries``, ...) is below 1 (checked before any attack
-                runs).
-            TypeError: such a count is not an int.
-        """
-        if state_path is not None:
-            raise ValueError(
-                "state_path: AutoAttack state files cannot be resumed with pyautoattack 0.2.0 (the set of "
-                "attacks is saved as a string) and robustbench 1.1.1's aa_state_path branch crashes on a "
-                "bool tensor; use ib_plugins.adapters.autoattack_eval.run_autoattack(..., state_dir=...)"
-            )
-        _check_sub_attack_counts(self._aa)
-        with self._untouched():
-            x_adv, y_adv = self._aa.run_standard_evaluation(x_orig, y_orig, batch_size=int(bs))
-        return (x_adv, y_adv) if return_labels else x_adv
-
-    def run_standard_evaluation_individual(
-        self, x_orig: Tensor, y_orig: Tensor, bs: int = 250, return_labels: bool = False
-    ) -> dict[str, Any]:
-        """Run each attack on its own, upstream signature.
-
-        Args:
-            x_orig: inputs in ``[0, 1]``.
-            y_orig: labels.
-            bs: batch size.
-            return_labels: map to ``(x_adv, y_adv)`` instead of ``x_adv``.
-
-        Returns:
-            ``{attack: x_adv}`` or ``{attack: (x_adv, y_adv)}``.
-
-        Raises:
-            ValueError: an iteration count of a sub-attack is below 1 (checked before any attack runs).
-            TypeError: such a count is not an int.
-        """
-        _check_sub_attack_counts(self._aa)
-        with self._untouched():
-            adv = self._aa.run_standard_evaluation_individual(x_orig, y_orig, batch_size=int(bs))
-        return {k: (v if return_labels else v[0]) for k, v in adv.items()}
-
-    def clean_accuracy(self, x_orig: Tensor, y_orig: Tensor, bs: int = 250) -> float:
-        """Accuracy on ``(x_orig, y_orig)``, upstream signature.
-
-        Args:
-            x_orig: inputs.
-            y_orig: labels.
-            bs: batch size.
-
-        Returns:
-            The accuracy in ``[0, 1]``.
-        """
-        return float(self._aa.clean_accuracy(x_orig, y_orig, bs=int(bs)))
-
-    def set_version(self, version: str = "standard") -> None:
-        """Switch to one of the predefined versions, upstream name.
-
-        Args:
-            version: ``"standard"``, ``"plus"`` or ``"rand"``.
-        """
-        self._aa.version = version
-        self._aa._set_version(version)
 
 
 # --------------------------------------------------------------------------------------------------
 # Validation helpers
 # --------------------------------------------------------------------------------------------------
 
-
-def _check_count(value: object, arg: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{arg}: expected an int >= 1 (a count of iterations), got {type(value).__name__} {value!r}")
-    if value < 1:
-        raise ValueError(f"{arg}: expected an int >= 1 (a count of iterations), got {value}")
-    return value
-
-
-def _check_sub_attack_counts(aa: Any) -> None:
-    """Refuse non-positive iteration counts set on an adversary's sub-attacks, before anything runs."""
-    for name in _SUB_ATTACKS:
-        sub = getattr(aa, name, None)
-        for attr in _COUNT_ATTRS:
-            if sub is not None and hasattr(sub, attr):
-                _check_count(getattr(sub, attr), f"{name}.{attr}")
 
 
 def _check_choice(value: object, arg: str, valid: Sequence[str]) -> str:
@@ -594,102 +277,6 @@ def _fresh_dynamic_check(backend_module: ModuleType) -> Iterator[None]:
     finally:
         counters.clear()
         counters.update(saved)
-
-
-# --------------------------------------------------------------------------------------------------
-# Fingerprints and the per-chunk state files
-# --------------------------------------------------------------------------------------------------
-
-
-def _tensor_bytes(t: Tensor) -> bytes:
-    t = t.detach().to("cpu").contiguous().reshape(-1)
-    if t.numel() == 0:
-        return b""
-    return t.view(torch.uint8).numpy().tobytes()
-
-
-def _hash_tensors(h: Any, *tensors: Tensor) -> None:
-    for t in tensors:
-        h.update(f"{t.dtype}|{list(t.shape)}|".encode())
-        h.update(_tensor_bytes(t))
-
-
-def model_fingerprint(model: nn.Module) -> str:
-    """SHA-256 of a model's ``state_dict`` (names, dtypes, shapes and values).
-
-    Args:
-        model: any module.
-
-    Returns:
-        A hex digest; equal for models with equal weights and buffers.
-
-    Example:
-        >>> import torch.nn as nn
-        >>> a = nn.Linear(2, 2); b = nn.Linear(2, 2); b.load_state_dict(a.state_dict())
-        <All keys matched successfully>
-        >>> model_fingerprint(a) == model_fingerprint(b), len(model_fingerprint(a))
-        (True, 64)
-    """
-    h = hashlib.sha256()
-    for name, t in sorted(model.state_dict().items()):
-        h.update(name.encode())
-        if isinstance(t, Tensor):
-            _hash_tensors(h, t)
-        else:
-            h.update(repr(t).encode())
-    return h.hexdigest()
-
-
-def _chunk_fingerprint(base: Mapping[str, Any], index: int, start: int, stop: int, xb: Tensor, yb: Tensor) -> str:
-    h = hashlib.sha256()
-    _hash_tensors(h, xb, yb)
-    payload = {**base, "chunk": index, "start": start, "stop": stop, "data": h.hexdigest()}
-    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
-
-
-def _chunk_path(state_dir: Path, index: int) -> Path:
-    return state_dir / f"chunk_{index:06d}.json"
-
-
-def _read_chunk(path: Path, fingerprint: str, size: int) -> Tensor | None:
-    if not path.is_file():
-        return None
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError):
-        logger.warning("ignoring unreadable AutoAttack chunk file %s", path)
-        return None
-    if not isinstance(data, dict):
-        logger.warning(
-            "ignoring AutoAttack chunk file %s: expected a JSON object, got %s; attacking the chunk again",
-            path, "null" if data is None else type(data).__name__,
-        )
-        return None
-    flags = data.get("robust")
-    if data.get("fingerprint") != fingerprint:
-        logger.info("chunk file %s belongs to another evaluation; attacking the chunk again", path)
-        return None
-    if not isinstance(flags, list) or len(flags) != size or not all(
-        isinstance(v, (bool, int)) and v in (0, 1) for v in flags
-    ):
-        logger.warning(
-            "ignoring AutoAttack chunk file %s: expected 'robust' to be a list of %d flags (0/1), got %s; "
-            "attacking the chunk again", path, size, _describe(flags),
-        )
-        return None
-    return torch.tensor([bool(v) for v in flags], dtype=torch.bool)
-
-
-def _describe(value: object) -> str:
-    if isinstance(value, list):
-        return f"a list of {len(value)} items"
-    return "null" if value is None else type(value).__name__
-
-
-def _write_chunk(path: Path, payload: Mapping[str, Any]) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(payload))
-    os.replace(tmp, path)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -978,4 +565,3 @@ def run_autoattack(
         version, norm, eps, 100 * result.clean_accuracy, 100 * result.robust_accuracy, n,
     )
     return result
-
