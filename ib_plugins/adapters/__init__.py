@@ -5,8 +5,11 @@ Each adapter is a submodule that users import explicitly, so that ``import ib_pl
 
 * :mod:`ib_plugins.adapters.art_training`: IB-RAR inside the Adversarial Robustness Toolbox (ART)
   ``PyTorchClassifier`` and its adversarial trainers (plus a MART trainer in ART's conventions);
-  needs ``pip install 'ib-plugins[art]'``.
-* :mod:`ib_plugins.adapters.autoattack_eval`: AutoAttack evaluation of any classifier.
+  needs ``pip install 'ib-plugins[art]'``. It re-exports :mod:`~ib_plugins.adapters.art_loss` (the loss),
+  :mod:`~ib_plugins.adapters.art_classifier` (the classifier) and :mod:`~ib_plugins.adapters.art_trainers`.
+* :mod:`ib_plugins.adapters.autoattack_eval`: AutoAttack evaluation of any classifier (with
+  :mod:`~ib_plugins.adapters.autoattack_compat`, the upstream API, and
+  :mod:`~ib_plugins.adapters.autoattack_state`, results and resumable chunk files).
 * :mod:`ib_plugins.adapters.robustbench_eval`: RobustBench-compatible evaluation and leaderboard files.
 
 Example:
