@@ -201,8 +201,12 @@ class TrainConfig:
             dtype; ``"fp16"`` also scales the loss with a :class:`torch.amp.GradScaler` (saved in
             checkpoints). The HSIC kernels, solves and mask scores always run in float32.
         ema_decay: keep an exponential moving average of the weights with this decay in (0, 1)
-            (:class:`torch.optim.swa_utils.AveragedModel` with ``get_ema_multi_avg_fn``, updated
-            after every optimiser step, BatchNorm buffers averaged too); it is evaluated beside the
+            (:class:`torch.optim.swa_utils.AveragedModel`, updated after every optimiser step,
+            BatchNorm buffers averaged too). The decay warms up as ``min(D, (1 + n) / (10 + n))``
+            after n updates (TensorFlow's ``ExponentialMovingAverage(num_updates=...)`` rule), so a
+            short run is not an average dominated by its first, untrained weights (with a fixed
+            0.99 a 150-step digits run gave a chance-level average); long runs see ``D`` after
+            about ``9 D / (1 - D)`` steps. It is evaluated beside the
             raw weights (``test_acc_ema``) and saved in checkpoints under ``model_ema`` (load it with
             ``load_model_from_checkpoint(path, weights="ema")``). None = off.
         robust_val_every: every this many epochs (and at the last one), measure clean and PGD
@@ -1528,12 +1532,45 @@ def _summary_writer_class() -> Any:
     return SummaryWriter
 
 
+class _WarmupEMA:
+    """``multi_avg_fn`` of the EMA: torch's ``get_ema_multi_avg_fn`` with a warmed-up decay.
+
+    After ``n`` updates the decay is ``min(decay, (1 + n) / (10 + n))`` (TensorFlow's
+    ``ExponentialMovingAverage`` with ``num_updates``), so the first, untrained weights fade out of
+    a short run's average; float tensors are updated by ``lerp`` as torch's function does, others
+    (BatchNorm's ``num_batches_tracked``) by the same weighted sum.
+
+    Example:
+        >>> import torch
+        >>> avg, cur = [torch.zeros(2)], [torch.ones(2)]
+        >>> _WarmupEMA(0.999)(avg, cur, torch.tensor(1))  # decay (1 + 1) / (10 + 1)
+        >>> round(float(avg[0][0]), 4)
+        0.8182
+    """
+
+    def __init__(self, decay: float) -> None:
+        self.decay = float(decay)
+
+    def decay_at(self, n_averaged: int) -> float:
+        """The decay applied at the update after ``n_averaged`` earlier ones."""
+        return min(self.decay, (1.0 + n_averaged) / (10.0 + n_averaged))
+
+    @torch.no_grad()
+    def __call__(self, averaged: list[Tensor], current: list[Tensor], n_averaged: Any) -> None:
+        decay = self.decay_at(int(n_averaged))
+        if torch.is_floating_point(averaged[0]) or torch.is_complex(averaged[0]):
+            torch._foreach_lerp_(averaged, current, 1.0 - decay)
+        else:
+            for a, c in zip(averaged, current):
+                a.copy_(a * decay + c * (1.0 - decay))
+
+
 @torch.no_grad()
 def _ema_step(ema: Any, model: nn.Module) -> None:
     """``ema.update_parameters(model)`` for an EMA ``AveragedModel`` with ``use_buffers=True``, without host syncs.
 
     The same update as torch's method (the first call copies, later ones apply ``ema.multi_avg_fn``,
-    from :func:`~torch.optim.swa_utils.get_ema_multi_avg_fn`, to the parameters and buffers grouped
+    a :class:`_WarmupEMA`, to the parameters and buffers grouped
     by device and dtype; then ``n_averaged += 1``), but torch's method copies ``n_averaged`` to the
     parameters' device on every call, which synchronises an accelerator's stream once per step, and
     the EMA function does not use it: here it stays on the CPU, where reading it is free.
@@ -1821,7 +1858,7 @@ class Trainer:
 
     def _build_ema(self, decay: float) -> Any:
         """An :class:`~torch.optim.swa_utils.AveragedModel` of the evaluated network (no IB hooks)."""
-        from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+        from torch.optim.swa_utils import AveragedModel
 
         source = self.eval_model()
         net = _plain_network(self.config)
@@ -1834,7 +1871,7 @@ class Trainer:
         net.load_state_dict(source.state_dict())
         net.to(self.device)
         # n_averaged stays on the CPU (no device argument): _ema_step reads it there, for free.
-        ema = AveragedModel(net, multi_avg_fn=get_ema_multi_avg_fn(decay), use_buffers=True)
+        ema = AveragedModel(net, multi_avg_fn=_WarmupEMA(decay), use_buffers=True)
         ema.module.eval()
         return ema
 
@@ -2128,14 +2165,13 @@ class Trainer:
         batches = 0
         bar = None
         if self.progress and self.rank == 0:
-            from tqdm.auto import tqdm
+            from ib_plugins._progress import progress_bar
 
             # A bar with a total, updated by hand, rather than tqdm(self.loader): tqdm.auto's class
             # (tqdm_asyncio) calls iter() on its iterable in its constructor, which draws from the
             # loader's generator and so changed the shuffling whenever progress bars were shown.
-            bar = tqdm(
-                total=len(self.loader), desc=f"{c.method} epoch {epoch + 1}/{c.epochs}", leave=False, dynamic_ncols=True
-            )
+            # On a terminal a tqdm bar; piped or in a log file, plain lines without carriage returns.
+            bar = progress_bar(total=len(self.loader), desc=f"{c.method} epoch {epoch + 1}/{c.epochs}", unit="batch")
         try:
             for x, y in self.loader:
                 x, y = x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
