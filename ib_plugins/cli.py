@@ -61,7 +61,7 @@ _TRAIN_HELP = {
                   "counted from the start of training, e.g. 75,90",
     "warmup_epochs": "linear warm-up over N epochs (LinearLR + SequentialLR) before the schedule",
     "ema_decay": "keep an exponential moving average of the weights with decay D in (0, 1), e.g. 0.999, saved "
-                 "as model_ema beside the raw weights",
+                 "as model_ema beside the raw weights (the decay warms up as min(D, (1+n)/(10+n)) after n steps)",
     "robust_val_every": "every K epochs (and at the last), PGD accuracy on a validation split held out of the "
                         "training images; keeps checkpoint_best.pt by robust accuracy",
     "val_size": "images held out of the training set for --robust-val-every (default: 10%%, at most 1000)",

@@ -429,6 +429,20 @@ def _cell_done(out: Path, cell: Cell, train_config: Mapping[str, Any]) -> bool:
     return done.get("config") == _identity(train_config) and done.get("evaluate") == _eval_kwargs(cell)
 
 
+def _same_evaluation(folder: Path, cell: Cell) -> bool:
+    """False when the cell's ``cell.json`` (written by a grid run) records other evaluation options.
+
+    Cells run from ``--print-commands`` have no ``cell.json``; their evaluation is taken as it is.
+    """
+    try:
+        done = json.loads((folder / "cell.json").read_text())
+    except FileNotFoundError:
+        return True
+    except (OSError, ValueError):
+        return False
+    return done.get("evaluate") == _eval_kwargs(cell)
+
+
 def _identity(config: Mapping[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in config.items() if k not in ("device", "data_dir")}
 
@@ -708,6 +722,10 @@ def build_report(out_dir: PathLike, grid: str | PathLike | Mapping[str, Any]) ->
         stored = eval_config.get("train_config") or {}
         if TrainConfig.from_dict(stored).run_identity() != expected.run_identity():
             logger.warning("reproduce: %s holds the evaluation of another configuration; left out", folder / "eval")
+            missing.append(cell.key)
+            continue
+        if not _same_evaluation(folder, cell):
+            logger.warning("reproduce: %s was evaluated with other options than the grid's; left out", folder / "eval")
             missing.append(cell.key)
             continue
         values = _metric_values(metrics, metric=metric)

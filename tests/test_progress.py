@@ -160,3 +160,14 @@ def test_no_progress_silences_every_bar(tmp_path, capsys):
     assert main(argv) == 0
     captured = capsys.readouterr()
     assert captured.err == "" and "| IB-RAR |" in captured.out
+
+
+def test_the_trainers_per_batch_bar_writes_plain_lines_off_a_terminal(tmp_path, capsys):
+    from ib_plugins.training import TrainConfig, Trainer
+
+    cfg = TrainConfig(dataset="digits", model="digits-cnn", method="ce", epochs=1, batch_size=50, train_limit=200,
+                      test_limit=50)
+    Trainer(cfg, out_dir=tmp_path / "run", progress=True).fit()
+    err = capsys.readouterr().err
+    assert "\r" not in err
+    assert "ce epoch 1/1: 0/4 batch" in err and "ce epoch 1/1: done, 4/4 batch in " in err

@@ -143,6 +143,19 @@ def test_report_leaves_out_stale_cells_and_says_so(tmp_path):
     assert all(r["summary"]["clean"]["std"] is None for r in one_seed["rows"])
 
 
+def test_report_leaves_out_cells_evaluated_with_other_options(tmp_path):
+    from ib_plugins.reproduce import _eval_kwargs
+
+    cells = expand_grid(load_grid(SMALL))
+    for cell in cells[:2]:
+        _fake_cell(tmp_path, cell, 0.9, 0.4)
+    (tmp_path / "cells" / cells[0].key / "cell.json").write_text(json.dumps({"evaluate": _eval_kwargs(cells[0])}))
+    other = {**_eval_kwargs(cells[1]), "n": 7}  # e.g. the grid's evaluate section changed after this cell ran
+    (tmp_path / "cells" / cells[1].key / "cell.json").write_text(json.dumps({"evaluate": other}))
+    report = build_report(tmp_path, SMALL)
+    assert cells[0].key not in report["missing"] and cells[1].key in report["missing"]
+
+
 def test_paper_numbers_are_shown_beside_ours(tmp_path):
     grid = {**SMALL, "methods": ["pgd-at"], "paper": {"source": "IB-RAR Table I", "rows": GRIDS[
         "ibrar-table1-cifar10"]["paper"]["rows"]}}

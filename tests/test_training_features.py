@@ -279,7 +279,7 @@ class _RecordingTrainer(Trainer):
 
 
 def test_ema_step_is_torchs_update_parameters_without_the_device_copy():
-    from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+    from torch.optim.swa_utils import AveragedModel
 
     cfg = resolve_config(TrainConfig())
     nets = [training._plain_network(cfg) for _ in range(3)]
@@ -288,8 +288,8 @@ def test_ema_step_is_torchs_update_parameters_without_the_device_copy():
         for net in nets:  # different weights and BatchNorm statistics each
             for t in (*net.parameters(), *(b for b in net.buffers() if b.is_floating_point())):
                 t.add_(torch.randn(t.shape, generator=g))
-    ours = AveragedModel(nets[0], multi_avg_fn=get_ema_multi_avg_fn(0.8), use_buffers=True)
-    torchs = AveragedModel(nets[0], multi_avg_fn=get_ema_multi_avg_fn(0.8), use_buffers=True)
+    ours = AveragedModel(nets[0], multi_avg_fn=training._WarmupEMA(0.8), use_buffers=True)
+    torchs = AveragedModel(nets[0], multi_avg_fn=training._WarmupEMA(0.8), use_buffers=True)
     for net in nets * 2:
         training._ema_step(ours, net)
         torchs.update_parameters(net)
@@ -304,10 +304,11 @@ def test_ema_is_the_exponential_average_of_weights_and_batchnorm_buffers_after_e
     trainer.fit()
     assert len(trainer.seen) == 8  # 100 images / batch 25, 2 epochs
     expected = dict(trainer.seen[0])
-    for state in trainer.seen[1:]:
+    for n, state in enumerate(trainer.seen[1:], start=1):  # n earlier updates: the decay has warmed up to
+        d = min(decay, (1 + n) / (10 + n))  # TensorFlow's num_updates rule (0.75 from n = 26 on)
         for key, value in state.items():
             if value.is_floating_point():
-                expected[key] = decay * expected[key] + (1 - decay) * value
+                expected[key] = d * expected[key] + (1 - d) * value
     ckpt = _load(tmp_path / "run" / "checkpoint.pt")
     ema = ckpt["model_ema"]
     assert ema.keys() == ckpt["model"].keys()
@@ -318,6 +319,17 @@ def test_ema_is_the_exponential_average_of_weights_and_batchnorm_buffers_after_e
     assert int(ckpt["ema_n_averaged"]) == 8
     history = json.loads((tmp_path / "run" / "history.json").read_text())
     assert all(0.0 <= h["test_acc_ema"] <= 1.0 for h in history)
+
+
+def test_the_decay_warms_up_so_a_short_runs_average_is_not_its_first_weights(tmp_path):
+    ema = training._WarmupEMA(0.99)
+    assert [round(ema.decay_at(n), 4) for n in (0, 1, 10, 100, 1000, 10**6)] == [0.1, 0.1818, 0.55, 0.9182, 0.99, 0.99]
+    # With a fixed 0.99, 12 digits epochs (156 steps) gave an average at chance (10 %) beside 99 % raw:
+    # its BatchNorm statistics still held a fifth of the untrained ones.
+    cfg = TrainConfig(dataset="digits", model="digits-cnn", method="ce", epochs=4, ema_decay=0.99, test_limit=200)
+    Trainer(cfg, out_dir=tmp_path / "run", progress=False).fit()
+    last = json.loads((tmp_path / "run" / "history.json").read_text())[-1]
+    assert last["test_acc"] > 0.8 and last["test_acc_ema"] > last["test_acc"] - 0.1
 
 
 def test_load_model_from_checkpoint_picks_raw_or_ema_weights(tmp_path):

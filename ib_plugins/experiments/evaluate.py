@@ -121,7 +121,12 @@ def evaluate_checkpoint(
         args["device"] = f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}"
         torch.cuda.set_device(torch.device(args["device"]))
     try:
-        return _evaluate(rank=rank, world=world, **args)
+        result = _evaluate(rank=rank, world=world, **args)
+        if owns_group and world > 1:
+            # Leave together: a rank that tears its gloo pairs down while rank 0 still writes the
+            # results folder was seen to abort ("terminate called without an active exception").
+            dist.barrier()
+        return result
     finally:
         if owns_group:
             dist.destroy_process_group()

@@ -80,7 +80,7 @@ from ib_plugins.training.model import (
     _plain_network,  # noqa: F401
     build_model,
 )
-from ib_plugins.training.schedule import _build_scheduler, _ema_step  # noqa: F401
+from ib_plugins.training.schedule import _build_scheduler, _ema_step, _WarmupEMA  # noqa: F401
 from ib_plugins.training.trainer import (
     RunExistsError,
     Trainer,

@@ -104,8 +104,12 @@ class TrainConfig:
             dtype; ``"fp16"`` also scales the loss with a :class:`torch.amp.GradScaler` (saved in
             checkpoints). The HSIC kernels, solves and mask scores always run in float32.
         ema_decay: keep an exponential moving average of the weights with this decay in (0, 1)
-            (:class:`torch.optim.swa_utils.AveragedModel` with ``get_ema_multi_avg_fn``, updated
-            after every optimiser step, BatchNorm buffers averaged too); it is evaluated beside the
+            (:class:`torch.optim.swa_utils.AveragedModel`, updated after every optimiser step,
+            BatchNorm buffers averaged too). The decay warms up as ``min(D, (1 + n) / (10 + n))``
+            after n updates (TensorFlow's ``ExponentialMovingAverage(num_updates=...)`` rule), so a
+            short run is not an average dominated by its first, untrained weights (with a fixed
+            0.99 a 150-step digits run gave a chance-level average); long runs see ``D`` after
+            about ``9 D / (1 - D)`` steps. It is evaluated beside the
             raw weights (``test_acc_ema``) and saved in checkpoints under ``model_ema`` (load it with
             ``load_model_from_checkpoint(path, weights="ema")``). None = off.
         robust_val_every: every this many epochs (and at the last one), measure clean and PGD

@@ -1,4 +1,4 @@
-"""Optimisation schedules of a run: the learning-rate scheduler and the EMA weight update."""
+"""Optimisation schedules of a run: the learning-rate scheduler and the EMA weight update (with its warmed-up decay)."""
 
 from __future__ import annotations
 
@@ -34,12 +34,45 @@ def _build_scheduler(optimizer: torch.optim.Optimizer, c: TrainConfig) -> Any:
     return lr_scheduler.SequentialLR(optimizer, [warm, main], milestones=[warmup])
 
 
+class _WarmupEMA:
+    """``multi_avg_fn`` of the EMA: torch's ``get_ema_multi_avg_fn`` with a warmed-up decay.
+
+    After ``n`` updates the decay is ``min(decay, (1 + n) / (10 + n))`` (TensorFlow's
+    ``ExponentialMovingAverage`` with ``num_updates``), so the first, untrained weights fade out of
+    a short run's average; float tensors are updated by ``lerp`` as torch's function does, others
+    (BatchNorm's ``num_batches_tracked``) by the same weighted sum.
+
+    Example:
+        >>> import torch
+        >>> avg, cur = [torch.zeros(2)], [torch.ones(2)]
+        >>> _WarmupEMA(0.999)(avg, cur, torch.tensor(1))  # decay (1 + 1) / (10 + 1)
+        >>> round(float(avg[0][0]), 4)
+        0.8182
+    """
+
+    def __init__(self, decay: float) -> None:
+        self.decay = float(decay)
+
+    def decay_at(self, n_averaged: int) -> float:
+        """The decay applied at the update after ``n_averaged`` earlier ones."""
+        return min(self.decay, (1.0 + n_averaged) / (10.0 + n_averaged))
+
+    @torch.no_grad()
+    def __call__(self, averaged: list[Tensor], current: list[Tensor], n_averaged: Any) -> None:
+        decay = self.decay_at(int(n_averaged))
+        if torch.is_floating_point(averaged[0]) or torch.is_complex(averaged[0]):
+            torch._foreach_lerp_(averaged, current, 1.0 - decay)
+        else:
+            for a, c in zip(averaged, current):
+                a.copy_(a * decay + c * (1.0 - decay))
+
+
 @torch.no_grad()
 def _ema_step(ema: Any, model: nn.Module) -> None:
     """``ema.update_parameters(model)`` for an EMA ``AveragedModel`` with ``use_buffers=True``, without host syncs.
 
     The same update as torch's method (the first call copies, later ones apply ``ema.multi_avg_fn``,
-    from :func:`~torch.optim.swa_utils.get_ema_multi_avg_fn`, to the parameters and buffers grouped
+    a :class:`_WarmupEMA`, to the parameters and buffers grouped
     by device and dtype; then ``n_averaged += 1``), but torch's method copies ``n_averaged`` to the
     parameters' device on every call, which synchronises an accelerator's stream once per step, and
     the EMA function does not use it: here it stays on the CPU, where reading it is free.

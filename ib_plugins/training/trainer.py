@@ -31,7 +31,7 @@ from ib_plugins.training.config import _AT_METHODS, TrainConfig, _device, _no_ba
 from ib_plugins.training.holdout import _validation_split
 from ib_plugins.training.losses import batch_loss
 from ib_plugins.training.model import _plain_network, build_model
-from ib_plugins.training.schedule import _build_scheduler, _ema_step
+from ib_plugins.training.schedule import _build_scheduler, _ema_step, _WarmupEMA
 from ib_plugins.wrap import IBModel
 
 logger = logging.getLogger(__name__)
@@ -334,7 +334,7 @@ class Trainer:
 
     def _build_ema(self, decay: float) -> Any:
         """An :class:`~torch.optim.swa_utils.AveragedModel` of the evaluated network (no IB hooks)."""
-        from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+        from torch.optim.swa_utils import AveragedModel
 
         source = self.eval_model()
         net = _plain_network(self.config)
@@ -347,7 +347,7 @@ class Trainer:
         net.load_state_dict(source.state_dict())
         net.to(self.device)
         # n_averaged stays on the CPU (no device argument): _ema_step reads it there, for free.
-        ema = AveragedModel(net, multi_avg_fn=get_ema_multi_avg_fn(decay), use_buffers=True)
+        ema = AveragedModel(net, multi_avg_fn=_WarmupEMA(decay), use_buffers=True)
         ema.module.eval()
         return ema
 
@@ -641,14 +641,13 @@ class Trainer:
         batches = 0
         bar = None
         if self.progress and self.rank == 0:
-            from tqdm.auto import tqdm
+            from ib_plugins._progress import progress_bar
 
             # A bar with a total, updated by hand, rather than tqdm(self.loader): tqdm.auto's class
             # (tqdm_asyncio) calls iter() on its iterable in its constructor, which draws from the
             # loader's generator and so changed the shuffling whenever progress bars were shown.
-            bar = tqdm(
-                total=len(self.loader), desc=f"{c.method} epoch {epoch + 1}/{c.epochs}", leave=False, dynamic_ncols=True
-            )
+            # On a terminal a tqdm bar; piped or in a log file, plain lines without carriage returns.
+            bar = progress_bar(total=len(self.loader), desc=f"{c.method} epoch {epoch + 1}/{c.epochs}", unit="batch")
         try:
             for x, y in self.loader:
                 x, y = x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
