@@ -681,7 +681,7 @@ def section_e(res: Results, ctx: dict[str, Any], args: argparse.Namespace, sizes
         )
         own_cost_row(res, name, x, y, specs, batch=batch, seed=args.seed, device=device,
                      repeats=max(3 * args.repeats, 3), warmup=sizes["warmup"], real_direct=tot_d)
-        del model
+        model = None  # frees the network (the closures above share this variable) before the next one
         gc.collect()
 
 
