@@ -119,12 +119,7 @@ def bim(model: nn.Module, x: Tensor, y: Tensor, *, eps: float, alpha: float, ste
     """BIM (Kurakin et al.) as torchattacks' ``BIM``: PGD without random start, same projection.
 
     Args:
-        model: the classifier.
-        x: inputs in ``[0, 1]``.
-        y: class indices.
-        eps: the L-inf radius.
-        alpha: the step size.
-        steps: iterations.
+        model, x, y, eps, alpha, steps: as for :func:`pgd`.
 
     Returns:
         The adversarial examples.
@@ -148,12 +143,7 @@ def nifgsm(model: nn.Module, x: Tensor, y: Tensor, *, eps: float, alpha: float, 
     (torchattacks: dims 1, 2, 3 of an image batch).
 
     Args:
-        model: the classifier.
-        x: inputs in ``[0, 1]``.
-        y: class indices.
-        eps: the L-inf radius.
-        alpha: the step size.
-        steps: iterations.
+        model, x, y, eps, alpha, steps: as for :func:`pgd` (L-inf radius ``eps``, step ``alpha``).
         decay: the momentum factor.
 
     Returns:

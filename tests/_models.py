@@ -8,6 +8,8 @@ import torch.nn.functional as F
 from torch import Tensor
 
 __all__ = [
+    "Interrupt",
+    "interrupt_after",
     "count_hooks",
     "hook_table",
     "mlp",
@@ -199,3 +201,17 @@ class ConvNet(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         return self.fc(self.pool(self.features(self.conv(x))))
+
+
+class Interrupt(Exception):
+    """Raised by :func:`interrupt_after`'s callback: a simulated kill of a training run."""
+
+
+def interrupt_after(epoch: int):
+    """A Trainer callback that raises :class:`Interrupt` once ``epoch`` epochs are done."""
+
+    def callback(trainer, done, metrics):
+        if done == epoch:
+            raise Interrupt(f"simulated interruption after epoch {done}")
+
+    return callback

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 # ART 1.20.1's own tests, vendored with their own pytest.ini, conftest and `tests` package: they run
-# in a pytest process of their own (tests/test_art_upstream.py, or `pytest tests/art_upstream`), never
+# in a pytest process of their own (tests/test_art_upstream.py, or `pytest tests/art_upstream/vendor`), never
 # collected by the repository's run.
 collect_ignore = ["art_upstream"]
 

@@ -34,13 +34,7 @@ pytest.importorskip("torchattacks", reason="the adaptive attacks are compared wi
 PGD_IB_TOL = 0.03
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # Tiny CPU models: one intra-op thread avoids OpenMP oversubscription on shared CI runners.
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny models: one intra-op thread (conftest)
 
 
 def _net(num_classes: int = 3) -> nn.Sequential:

@@ -1,6 +1,6 @@
 """ART 1.20.1's own tests, run against ``IBPyTorchClassifier`` (issue 12, item 4).
 
-The vendored suite (``tests/art_upstream``, see its README) runs twice, in two pytest processes of
+The vendored suite (``tests/art_upstream/vendor``, see ``tests/art_upstream/README.md``) runs twice, in two pytest processes of
 its own started side by side: plain (ART's own PyTorch test classifiers) and wrapped (``--ib-wrap``:
 the same networks and weights, wrapped with ``wrap_model(alpha=0, beta=0)`` and built with
 ``make_art_classifier``). Every test that passes plain must pass wrapped, unless
@@ -21,6 +21,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent / "art_upstream"
+VENDOR = ROOT / "vendor"  # ART's files and the pytest.ini that makes this folder the runs' rootdir
 KNOWN_DIFFERENCES = ROOT / "known_differences.json"
 
 #: Packages the vendored run cannot start without (ART's conftest imports TensorFlow; several test
@@ -43,7 +44,7 @@ def _start(tmp_path: Path, name: str, extra: list[str]) -> tuple[subprocess.Pope
     env = {**os.environ, **_ENV}
     command = [sys.executable, "-m", "pytest", "-q", "-rfE", f"--ib-outcomes={outcomes}", *extra]
     with log.open("w") as handle:
-        process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=handle, stderr=subprocess.STDOUT)
+        process = subprocess.Popen(command, cwd=VENDOR, env=env, stdout=handle, stderr=subprocess.STDOUT)
     return process, outcomes, log
 
 

@@ -10,22 +10,13 @@ import pytest
 import torch
 import torch.nn as nn
 
+from ib_plugins import audit
 from ib_plugins.audit import (
     CHECKS,
     AuditReport,
     CheckResult,
     add_audit_arguments,
     audit_command,
-    check_adaptive,
-    check_black_box,
-    check_determinism,
-    check_iterative,
-    check_large_eps,
-    check_loss_functions,
-    check_monotone_eps,
-    check_steps_restarts,
-    check_transfer,
-    check_unbounded,
     default_eps_grid,
     run_audit,
 )
@@ -37,46 +28,40 @@ pytest.importorskip("torchattacks", reason="the audit runs torchattacks' Square 
 QUICK_AUDIT_BUDGET_S = 300
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # Tiny CPU models: one intra-op thread avoids OpenMP oversubscription on shared CI runners.
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny models: one intra-op thread (conftest)
 
 
 # -- the checks as pure functions ----------------------------------------------------------------------
 
 
 def test_check_results_pass_warn_skip_with_numbers():
-    assert check_monotone_eps([0, 0.1, 0.2], [0.9, 0.5, 0.52], tol=0.03).status == "pass"
-    warn = check_monotone_eps([0, 0.1, 0.2, 0.3], [0.9, 0.5, 0.2, 0.4], tol=0.03)
+    assert audit.check_monotone_eps([0, 0.1, 0.2], [0.9, 0.5, 0.52], tol=0.03).status == "pass"
+    warn = audit.check_monotone_eps([0, 0.1, 0.2, 0.3], [0.9, 0.5, 0.2, 0.4], tol=0.03)
     assert warn.status == "warn" and warn.numbers["worst_rise"] == pytest.approx(0.2) and warn.numbers["at_eps"] == 0.3
-    assert check_large_eps([0.1, 0.5], [0.3, 0.04], zero_tol=0.05).status == "pass"
-    assert check_large_eps([0.1, 0.5], [0.3, 0.06], zero_tol=0.05).status == "warn"
-    assert "add a large one" in check_large_eps([0.01, 0.1], [0.3, 0.2]).message
-    assert check_unbounded({"pgd": 0.99, "cw": 0.2}, success_tol=0.02).status == "pass"
-    assert check_unbounded({"pgd": 0.95, "cw": 0.2}, success_tol=0.02).status == "warn"
-    assert check_unbounded({"pgd": None}).status == "skip"
-    assert check_iterative(0.52, 0.5, tol=0.03).status == "pass"
-    assert check_iterative(0.54, 0.5, tol=0.03).status == "warn"
-    steps = check_steps_restarts([1, 10, 20], [0.6, 0.4, 0.45], restarts=3, restart_accuracy=0.4,
+    assert audit.check_large_eps([0.1, 0.5], [0.3, 0.04], zero_tol=0.05).status == "pass"
+    assert audit.check_large_eps([0.1, 0.5], [0.3, 0.06], zero_tol=0.05).status == "warn"
+    assert "add a large one" in audit.check_large_eps([0.01, 0.1], [0.3, 0.2]).message
+    assert audit.check_unbounded({"pgd": 0.99, "cw": 0.2}, success_tol=0.02).status == "pass"
+    assert audit.check_unbounded({"pgd": 0.95, "cw": 0.2}, success_tol=0.02).status == "warn"
+    assert audit.check_unbounded({"pgd": None}).status == "skip"
+    assert audit.check_iterative(0.52, 0.5, tol=0.03).status == "pass"
+    assert audit.check_iterative(0.54, 0.5, tol=0.03).status == "warn"
+    steps = audit.check_steps_restarts([1, 10, 20], [0.6, 0.4, 0.45], restarts=3, restart_accuracy=0.4,
                                  single_accuracy=0.4, tol=0.03)
     assert steps.status == "warn" and steps.numbers["at_steps"] == 20
-    restarts = check_steps_restarts([1, 10], [0.6, 0.4], restarts=3, restart_accuracy=0.5, single_accuracy=0.4)
+    restarts = audit.check_steps_restarts([1, 10], [0.6, 0.4], restarts=3, restart_accuracy=0.5, single_accuracy=0.4)
     assert restarts.status == "warn" and "restarts raise accuracy" in restarts.message
-    assert check_black_box(0.38, 0.4, tol=0.03).status == "pass"
-    assert check_black_box(0.3, 0.4, tol=0.03).status == "warn"
-    assert check_transfer(0.3, 0.4).status == "warn" and check_transfer(None, 0.4, reason="r").message == "r"
-    assert check_adaptive({"pgd-ib": 0.5, "pgd-ib (mean CE)": 0.6}, 0.48).status == "pass"
-    assert check_adaptive({"pgd-ib": 0.55}, 0.48).status == "warn"
-    assert check_adaptive({}, 0.48).status == "skip"
-    assert check_loss_functions(0.3, 0.4).status == "warn"
-    assert check_determinism(True, eot_samples=8).status == "pass"
-    assert "NOT deterministic" in check_determinism(False, eot_samples=8).message
+    assert audit.check_black_box(0.38, 0.4, tol=0.03).status == "pass"
+    assert audit.check_black_box(0.3, 0.4, tol=0.03).status == "warn"
+    assert audit.check_transfer(0.3, 0.4).status == "warn" and audit.check_transfer(None, 0.4, reason="r").message == "r"
+    assert audit.check_adaptive({"pgd-ib": 0.5, "pgd-ib (mean CE)": 0.6}, 0.48).status == "pass"
+    assert audit.check_adaptive({"pgd-ib": 0.55}, 0.48).status == "warn"
+    assert audit.check_adaptive({}, 0.48).status == "skip"
+    assert audit.check_loss_functions(0.3, 0.4).status == "warn"
+    assert audit.check_determinism(True, eot_samples=8).status == "pass"
+    assert "NOT deterministic" in audit.check_determinism(False, eot_samples=8).message
     with pytest.raises(ValueError, match=r"tol: expected a number in \[0, 1\]"):
-        check_iterative(0.1, 0.2, tol=2)
+        audit.check_iterative(0.1, 0.2, tol=2)
     with pytest.raises(ValueError, match="status: expected one of"):
         CheckResult("x", "maybe", "")
 

@@ -33,11 +33,6 @@ from ib_plugins.layer_selection import resolve_layers
 from ib_plugins.wrap import IBModel
 
 
-@pytest.fixture(autouse=True)
-def _seed() -> None:
-    torch.manual_seed(0)
-
-
 def _batch(m: int = 12, classes: int = 4, seed: int = 0):
     g = torch.Generator().manual_seed(seed)
     x = torch.rand(m, 3, 4, 4, generator=g)

@@ -140,20 +140,26 @@ def _suite_summary(res) -> dict:
             "adv": {k: v.tolist() for k, v in res.adversarial.items()}}
 
 
+def _suite_and_autoattack():
+    """The evaluation both runs do: the suite and a short custom AutoAttack on the same data and net."""
+    from ib_plugins.adapters.autoattack_eval import run_autoattack
+    from ib_plugins.evaluation import evaluate_suite
+
+    x, y = _eval_data()
+    res = evaluate_suite(_eval_net(), x, y, _eval_specs(), batch_size=4, seed=5, progress=False,
+                         keep_adversarial=True)
+    aa = run_autoattack(_eval_net(), x, y, eps=0.1, version="custom", attacks=["apgd-ce", "fab"],
+                        attack_options={"apgd": {"n_iter": 5}, "fab": {"n_iter": 5}}, batch_size=6, seed=2,
+                        progress=False)
+    return res, aa
+
+
 def _sharded_eval_worker(rank: int, world: int, port: int, out_dir: str) -> None:
     _env(rank, world, port)
     torch.set_num_threads(1)
     dist.init_process_group("gloo", rank=rank, world_size=world)
     try:
-        from ib_plugins.adapters.autoattack_eval import run_autoattack
-        from ib_plugins.evaluation import evaluate_suite
-
-        x, y = _eval_data()
-        res = evaluate_suite(_eval_net(), x, y, _eval_specs(), batch_size=4, seed=5, progress=False,
-                             keep_adversarial=True)
-        aa = run_autoattack(_eval_net(), x, y, eps=0.1, version="custom", attacks=["apgd-ce", "fab"],
-                            attack_options={"apgd": {"n_iter": 5}, "fab": {"n_iter": 5}}, batch_size=6, seed=2,
-                            progress=False)
+        res, aa = _suite_and_autoattack()
         torch.save({"suite": _suite_summary(res), "aa": (aa.robust_flags.tolist(), aa.clean_flags.tolist())},
                    os.path.join(out_dir, f"eval{rank}.pt"))
     finally:
@@ -162,15 +168,7 @@ def _sharded_eval_worker(rank: int, world: int, port: int, out_dir: str) -> None
 
 def test_sharded_evaluation_equals_the_single_process_run(tmp_path):
     pytest.importorskip("pyautoattack", reason="AutoAttack comes from pyautoattack (pip install 'ib-plugins[autoattack]')")
-    from ib_plugins.adapters.autoattack_eval import run_autoattack
-    from ib_plugins.evaluation import evaluate_suite
-
-    x, y = _eval_data()
-    single = evaluate_suite(_eval_net(), x, y, _eval_specs(), batch_size=4, seed=5, progress=False,
-                            keep_adversarial=True)
-    aa = run_autoattack(_eval_net(), x, y, eps=0.1, version="custom", attacks=["apgd-ce", "fab"],
-                        attack_options={"apgd": {"n_iter": 5}, "fab": {"n_iter": 5}}, batch_size=6, seed=2,
-                        progress=False)
+    single, aa = _suite_and_autoattack()  # one process
     port = _free_port()
     mp.spawn(_sharded_eval_worker, args=(2, port, str(tmp_path)), nprocs=2, join=True)
     expected = _suite_summary(single)

@@ -24,11 +24,6 @@ from ib_plugins.entropic import (
 from ib_plugins.errors import IBPluginsError, LayerNotFiredError, NonFiniteActivationError, UnknownLayerError
 
 
-@pytest.fixture(autouse=True)
-def _seed() -> None:
-    torch.manual_seed(0)
-
-
 def _mlp(width: int = 16, inplace: bool = False) -> nn.Sequential:
     return nn.Sequential(
         nn.Linear(6, width), nn.ReLU(inplace=inplace), nn.Linear(width, width), nn.ReLU(), nn.Linear(width, 4)

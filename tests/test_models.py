@@ -44,22 +44,7 @@ def _build(name: str, kwargs: dict, shape: tuple[int, ...], num_classes: int = 7
 
 def _hook_shapes(model: nn.Module, layers: Iterable[str], x: torch.Tensor) -> dict[str, tuple]:
     """Output shape (without the batch dim) of each named layer in one eval forward."""
-    shapes: dict[str, tuple] = {}
-    handles = []
-    for name in layers:
-        module = model.get_submodule(name)
-        handles.append(
-            module.register_forward_hook(
-                lambda _m, _i, out, name=name: shapes.__setitem__(name, tuple(out.shape[1:]))
-            )
-        )
-    try:
-        with torch.no_grad():
-            model.eval()(x)
-    finally:
-        for h in handles:
-            h.remove()
-    return shapes
+    return {name: tuple(out.shape[1:]) for name, out in _hook_outputs(model, layers, x).items()}
 
 
 def _hook_outputs(
@@ -112,17 +97,12 @@ def test_preset_layers_exist_and_fire(name, kwargs, shape):
 def test_registry_names_match_presets_and_classes():
     assert list_models() == sorted(MODELS)
     assert set(list_models()) <= set(list_presets())
-    expected = {
-        "vgg16": VGG16,
-        "vgg16-bn": VGG16,  # torchvision's name for the BN VGG-16; its preset equals "vgg16"
-        "resnet18": ResNet18,
-        "wrn28-10": WideResNet,
-        "lenet5": LeNet5,
-        "keras-mnist-cnn": KerasMNISTCNN,
-        "keras-cifar-cnn": KerasCIFARCNN,
-        "digits-cnn": DigitsCNN,
-        "vgg-mini": VGGMini,  # the CPU-sized VGG of the Fashion-MNIST grid
-    }
+    # Each class under its preset's name; VGG16 also under torchvision's "vgg16-bn" (its preset equals
+    # "vgg16"); VGGMini is the CPU-sized VGG of the Fashion-MNIST grid.
+    names = {VGG16: ["vgg16", "vgg16-bn"], ResNet18: ["resnet18"], WideResNet: ["wrn28-10"], LeNet5: ["lenet5"],
+             KerasMNISTCNN: ["keras-mnist-cnn"], KerasCIFARCNN: ["keras-cifar-cnn"], DigitsCNN: ["digits-cnn"],
+             VGGMini: ["vgg-mini"]}
+    expected = {name: cls for cls, aliases in names.items() for name in aliases}
     assert MODELS == expected
     for name, cls in expected.items():
         if name == "vgg16-bn":
@@ -132,10 +112,15 @@ def test_registry_names_match_presets_and_classes():
             assert cls.ib_preset == name
 
 
-def test_vgg16_hook_shapes_match_paper():
+def _preset_shapes(cls: type[nn.Module], preset: str) -> tuple[nn.Module, dict[str, tuple]]:
+    """A seeded 10-class ``cls`` and the shapes of its preset's layers for a 2x3x32x32 batch."""
     torch.manual_seed(0)
-    model = VGG16(num_classes=10)
-    shapes = _hook_shapes(model, get_preset("vgg16").layers, torch.rand(2, 3, 32, 32))
+    model = cls(num_classes=10)
+    return model, _hook_shapes(model, get_preset(preset).layers, torch.rand(2, 3, 32, 32))
+
+
+def test_vgg16_hook_shapes_match_paper():
+    model, shapes = _preset_shapes(VGG16, "vgg16")
     assert shapes == {
         "block1": (64, 16, 16),
         "block2": (128, 8, 8),
@@ -163,21 +148,11 @@ def test_vgg16_accepts_larger_inputs():
 
 
 def test_resnet18_hook_shapes_match_paper():
-    torch.manual_seed(0)
-    model = ResNet18(num_classes=10)
-    shapes = _hook_shapes(model, get_preset("resnet18").layers, torch.rand(2, 3, 32, 32))
-    assert shapes == {
-        "stem": (64, 32, 32),
-        "layer1.0": (64, 32, 32),
-        "layer1.1": (64, 32, 32),
-        "layer2.0": (128, 16, 16),
-        "layer2.1": (128, 16, 16),
-        "layer3.0": (256, 8, 8),
-        "layer3.1": (256, 8, 8),
-        "layer4.0": (512, 4, 4),
-        "layer4.1": (512, 4, 4),
-        "pool": (512,),
-    }
+    model, shapes = _preset_shapes(ResNet18, "resnet18")
+    expected = {"stem": (64, 32, 32), "pool": (512,)}
+    for i, (channels, size) in enumerate(((64, 32), (128, 16), (256, 8), (512, 4)), start=1):
+        expected.update({f"layer{i}.{j}": (channels, size, size) for j in (0, 1)})  # two BasicBlocks per stage
+    assert shapes == expected
     assert not any(isinstance(m, nn.MaxPool2d) for m in model.modules())
     outs = _hook_outputs(model, ["stem", "layer2.1", "layer4.1"], torch.randn(2, 3, 32, 32))
     assert all(bool((t >= 0).all()) for t in outs.values()), "block outputs must be post-ReLU"

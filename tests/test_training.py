@@ -22,6 +22,7 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
+from _models import Interrupt, interrupt_after
 
 from ib_plugins import UnknownLayerError, capture_activations, get_preset, nhsic
 from ib_plugins.data import load_dataset
@@ -766,12 +767,17 @@ def test_folder_of_a_different_run_is_refused_unless_overwrite(tmp_path, finishe
     Trainer(other, out_dir=copy, overwrite=True, progress=False)  # accepted
 
 
+def _copy_run(src, dst):
+    """A new run folder holding a copy of ``src``'s config.json and checkpoint.pt."""
+    dst.mkdir()
+    for name in ("config.json", "checkpoint.pt"):
+        (dst / name).write_bytes((src / name).read_bytes())
+    return dst
+
+
 def test_resume_of_a_different_run_is_refused_before_writing(tmp_path, finished_run):
     cfg, out, _ = finished_run
-    run = tmp_path / "run"
-    run.mkdir()
-    for name in ("config.json", "checkpoint.pt"):
-        (run / name).write_bytes((out / name).read_bytes())
+    run = _copy_run(out, tmp_path / "run")
     before = (run / "config.json").read_text()
     trainer = Trainer(dataclasses.replace(cfg, alpha=0.1, epochs=2), out_dir=run, resume=True, progress=False)
     with pytest.raises(RunExistsError, match="different run .*alpha"):
@@ -786,10 +792,7 @@ def test_resume_without_checkpoint(tmp_path):
 
 def test_resume_auto_reuses_a_finished_run(tmp_path, finished_run):
     cfg, out, final = finished_run
-    run = tmp_path / "run"
-    run.mkdir()
-    for name in ("config.json", "checkpoint.pt"):
-        (run / name).write_bytes((out / name).read_bytes())
+    run = _copy_run(out, tmp_path / "run")
     os.utime(run / "checkpoint.pt", ns=(1_000_000_000, 1_000_000_000))
     epochs_trained = []
     count = [lambda t, e, m: epochs_trained.append(e)]
@@ -803,18 +806,6 @@ def test_resume_auto_reuses_a_finished_run(tmp_path, finished_run):
     fresh = Trainer(cfg, out_dir=tmp_path / "fresh", resume="auto", progress=False, callbacks=count)
     fresh.fit()
     assert epochs_trained == [1]
-
-
-class _Interrupt(Exception):
-    pass
-
-
-def _interrupt_after(epoch: int):
-    def callback(trainer, done, metrics):
-        if done == epoch:
-            raise _Interrupt(f"simulated interruption after epoch {done}")
-
-    return callback
 
 
 def _assert_same_weights(a: Path, b: Path) -> None:
@@ -831,8 +822,8 @@ def test_interrupted_and_resumed_run_matches_an_uninterrupted_one(tmp_path):
                       batch_size=20, pgd_steps=2, step_size=1)
     a, b = tmp_path / "straight", tmp_path / "resumed"
     Trainer(cfg, out_dir=a, progress=False).fit()
-    with pytest.raises(_Interrupt):
-        Trainer(cfg, out_dir=b, progress=False, callbacks=[_interrupt_after(1)]).fit()
+    with pytest.raises(Interrupt):
+        Trainer(cfg, out_dir=b, progress=False, callbacks=[interrupt_after(1)]).fit()
     assert torch.load(b / "checkpoint.pt", weights_only=True)["epoch"] == 1
     Trainer(cfg, out_dir=b, resume=True, progress=False).fit()
     _assert_same_weights(a / "checkpoint.pt", b / "checkpoint.pt")
@@ -878,8 +869,8 @@ def test_resume_is_exact_with_real_random_crop_and_flip(tmp_path):
     assert resolve_config(cfg).augment is True
     a, b = tmp_path / "straight", tmp_path / "resumed"
     Trainer(cfg, out_dir=a, progress=False).fit()
-    with pytest.raises(_Interrupt):
-        Trainer(cfg, out_dir=b, progress=False, callbacks=[_interrupt_after(1)]).fit()
+    with pytest.raises(Interrupt):
+        Trainer(cfg, out_dir=b, progress=False, callbacks=[interrupt_after(1)]).fit()
     Trainer(cfg, out_dir=b, resume=True, progress=False).fit()
     _assert_same_weights(a / "checkpoint.pt", b / "checkpoint.pt")
 
@@ -924,8 +915,8 @@ def test_amp_fp16_checkpoints_the_grad_scaler_and_resumes_exactly(tmp_path):
     cfg = _tiny(ib=True, epochs=2, amp="fp16")  # 4 batches per epoch
     a, b = tmp_path / "straight", tmp_path / "resumed"
     Trainer(cfg, out_dir=a, progress=False).fit()
-    with pytest.raises(_Interrupt):
-        Trainer(cfg, out_dir=b, progress=False, callbacks=[_interrupt_after(1)]).fit()
+    with pytest.raises(Interrupt):
+        Trainer(cfg, out_dir=b, progress=False, callbacks=[interrupt_after(1)]).fit()
     mid = torch.load(b / "checkpoint.pt", weights_only=True)["grad_scaler"]
     assert mid["_growth_tracker"] == 4 and mid["scale"] == 2.0**16  # no overflow: 4 steps since the last one
     Trainer(cfg, out_dir=b, resume=True, progress=False).fit()

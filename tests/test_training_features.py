@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn as nn
+from _models import Interrupt, interrupt_after
 from torch.utils.data import TensorDataset
 
 from ib_plugins import training
@@ -67,18 +68,6 @@ def _equal(a: object, b: object, where: str = "") -> list[str]:
     return [] if a == b else [f"{where}: {a!r} != {b!r}"]
 
 
-class _Interrupt(Exception):
-    pass
-
-
-def _interrupt_after(epoch: int):
-    def callback(trainer, done, metrics):
-        if done == epoch:
-            raise _Interrupt(f"simulated interruption after epoch {done}")
-
-    return callback
-
-
 def _cli_error(capsys, argv: list[str]) -> str:
     rc = main(argv)
     err = capsys.readouterr().err
@@ -100,8 +89,8 @@ def test_resume_mid_cosine_warmup_with_ema_and_robust_validation_is_bit_identica
     )
     a, b = tmp_path / "straight", tmp_path / "resumed"
     Trainer(cfg, out_dir=a, progress=False).fit()
-    with pytest.raises(_Interrupt):
-        Trainer(cfg, out_dir=b, progress=False, callbacks=[_interrupt_after(2)]).fit()
+    with pytest.raises(Interrupt):
+        Trainer(cfg, out_dir=b, progress=False, callbacks=[interrupt_after(2)]).fit()
     mid = _load(b / "checkpoint.pt")
     assert mid["epoch"] == 2 and 0 < mid["scheduler"]["last_epoch"] < 3  # in the middle of the schedule
     Trainer(cfg, out_dir=b, resume=True, progress=False).fit()

@@ -19,19 +19,8 @@ from torch import Tensor
 
 from ib_plugins._context import _inference_modes
 from ib_plugins._types import PathLike
-from ib_plugins.audit.checks import (
-    _check_tol,
-    check_adaptive,
-    check_black_box,
-    check_determinism,
-    check_iterative,
-    check_large_eps,
-    check_loss_functions,
-    check_monotone_eps,
-    check_steps_restarts,
-    check_transfer,
-    check_unbounded,
-)
+from ib_plugins.audit import checks as _checks
+from ib_plugins.audit.checks import _check_tol
 from ib_plugins.audit.report import AuditReport
 
 logger = logging.getLogger(__name__)
@@ -559,36 +548,34 @@ def run_audit(
             numbers["surrogate"] = surrogate_info
         # adaptive
         adaptive_accs: dict[str, float] = {}
+        adaptive_runs: list[tuple[str, str, str, dict[str, Any]]] = []  # (bar stage, key, attack, options)
         if ib_cfg is not None:
-            with bar.stage("pgd-ib"):
-                adaptive_accs["pgd-ib"] = pgd("pgd-ib", eps, name="pgd-ib")["accuracy"]
-            with bar.stage("pgd-ib (mean CE, as pgd_mi)"):
-                adaptive_accs["pgd-ib (mean CE)"] = pgd("pgd-ib (mean CE)", eps, name="pgd-ib",
-                                                        ce_reduction="mean")["accuracy"]
+            adaptive_runs += [("pgd-ib", "pgd-ib", "pgd-ib", {}),
+                              ("pgd-ib (mean CE, as pgd_mi)", "pgd-ib (mean CE)", "pgd-ib", {"ce_reduction": "mean"})]
         if ent_cfg is not None:
-            with bar.stage("pgd-entropic"):
-                adaptive_accs["pgd-entropic"] = pgd("pgd-entropic", eps, name="pgd-entropic")["accuracy"]
-            with bar.stage("pgd-entropic (+penalty)"):
-                adaptive_accs["pgd-entropic(+)"] = pgd("pgd-entropic(+)", eps, name="pgd-entropic",
-                                                       entropic_penalty="add")["accuracy"]
+            adaptive_runs += [("pgd-entropic", "pgd-entropic", "pgd-entropic", {}),
+                              ("pgd-entropic (+penalty)", "pgd-entropic(+)", "pgd-entropic", {"entropic_penalty": "add"})]
+        for stage, key, attack, options in adaptive_runs:
+            with bar.stage(stage):
+                adaptive_accs[key] = pgd(key, eps, name=attack, **options)["accuracy"]
         with bar.stage("PGD margin loss"):
             margin = pgd("pgd-margin", eps, name="pgd-margin")
     finally:
         bar.close()
 
     checks = [
-        check_determinism(deterministic, eot_samples=eot_samples, max_abs_diff=max_diff),
-        check_monotone_eps(grid, eps_accs, tol=tol),
-        check_large_eps(grid, eps_accs, zero_tol=zero_tol),
-        check_unbounded({"PGD eps=1": unb["success_rate"], "CW-L2": cw["success_rate"]}, success_tol=success_tol),
-        check_iterative(pgd_acc, fgsm["accuracy"], tol=tol),
-        check_steps_restarts(settings.steps_grid, steps_accs, restarts=settings.restarts,
-                             restart_accuracy=restart["accuracy"], single_accuracy=pgd_acc, tol=tol),
-        check_black_box(square["accuracy"], pgd_acc, tol=tol),
-        check_transfer(transfer_acc, pgd_acc, tol=tol, reason=skip_transfer),
-        check_adaptive(adaptive_accs, pgd_acc, tol=tol,
-                       reason="the model has no IB configuration (pgd-ib) or entropic configuration (pgd-entropic)"),
-        check_loss_functions(margin["accuracy"], pgd_acc, tol=tol),
+        _checks.check_determinism(deterministic, eot_samples=eot_samples, max_abs_diff=max_diff),
+        _checks.check_monotone_eps(grid, eps_accs, tol=tol),
+        _checks.check_large_eps(grid, eps_accs, zero_tol=zero_tol),
+        _checks.check_unbounded({"PGD eps=1": unb["success_rate"], "CW-L2": cw["success_rate"]}, success_tol=success_tol),
+        _checks.check_iterative(pgd_acc, fgsm["accuracy"], tol=tol),
+        _checks.check_steps_restarts(settings.steps_grid, steps_accs, restarts=settings.restarts,
+                                     restart_accuracy=restart["accuracy"], single_accuracy=pgd_acc, tol=tol),
+        _checks.check_black_box(square["accuracy"], pgd_acc, tol=tol),
+        _checks.check_transfer(transfer_acc, pgd_acc, tol=tol, reason=skip_transfer),
+        _checks.check_adaptive(adaptive_accs, pgd_acc, tol=tol,
+                               reason="the model has no IB configuration (pgd-ib) or entropic configuration (pgd-entropic)"),
+        _checks.check_loss_functions(margin["accuracy"], pgd_acc, tol=tol),
     ]
     numbers["attacks"] = attacks
     strongest = min(main_attacks, key=lambda key: attacks[key]["accuracy"])

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
+import functools
+import inspect
 import os
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +23,58 @@ from ib_plugins.training import (
 )
 
 
-def evaluate_checkpoint(
+@contextlib.contextmanager
+def _rank_context(device: str) -> Iterator[str]:
+    """Under torchrun, the process group around an evaluation; yields this rank's device.
+
+    A process started by ``torchrun`` (``WORLD_SIZE`` > 1) with no process group yet sets one up here
+    (NCCL on CUDA, each rank on ``cuda:LOCAL_RANK``; gloo on CPU) and, once the block is done, waits
+    for the other ranks before tearing it down.
+    """
+    import torch.distributed as dist
+
+    from ib_plugins.distributed import env_world_size, world_info
+
+    owns_group = False
+    if env_world_size() > 1 and not (dist.is_available() and dist.is_initialized()):
+        dist.init_process_group(backend="nccl" if str(device).startswith("cuda") else "gloo")
+        owns_group = True
+    try:
+        if world_info()[1] > 1 and str(device).startswith("cuda"):
+            device = f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}"
+            torch.cuda.set_device(torch.device(device))
+        yield device
+        if owns_group and world_info()[1] > 1:
+            # Leave together: a rank that tears its gloo pairs down while rank 0 still writes the
+            # results folder was seen to abort ("terminate called without an active exception").
+            dist.barrier()
+    finally:
+        if owns_group:
+            dist.destroy_process_group()
+
+
+def _in_process_group(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Run ``fn`` (a function with a ``device`` argument) inside :func:`_rank_context`.
+
+    ``fn`` returns (and its frame, with every object of the evaluation, is gone) before the ranks meet
+    at the barrier and the group is torn down: objects freed after the teardown were seen to abort a
+    rank.
+    """
+    signature = inspect.signature(fn)
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        bound = signature.bind(*args, **kwargs)
+        bound.apply_defaults()
+        with _rank_context(bound.arguments["device"]) as device:
+            bound.arguments["device"] = device
+            return fn(*bound.args, **bound.kwargs)
+
+    return wrapper
+
+
+@_in_process_group
+def evaluate_checkpoint(  # noqa: C901 - one straight pipeline: load, check, attack, write
     checkpoint: str | os.PathLike[str] | None = None,
     *,
     model_factory: str | None = None,
@@ -107,65 +161,10 @@ def evaluate_checkpoint(
     the batches (see :func:`ib_plugins.evaluation.evaluate_suite`; AutoAttack chunks likewise), and
     rank 0 alone writes the results folder, which holds exactly the single-process numbers.
     """
-    args = dict(locals())  # the arguments, passed on as they are
-    import torch.distributed as dist
-
-    from ib_plugins.distributed import env_world_size, world_info
-
-    owns_group = False
-    if env_world_size() > 1 and not (dist.is_available() and dist.is_initialized()):
-        dist.init_process_group(backend="nccl" if str(device).startswith("cuda") else "gloo")
-        owns_group = True
-    rank, world = world_info()
-    if world > 1 and str(device).startswith("cuda"):
-        args["device"] = f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}"
-        torch.cuda.set_device(torch.device(args["device"]))
-    try:
-        result = _evaluate(rank=rank, world=world, **args)
-        if owns_group and world > 1:
-            # Leave together: a rank that tears its gloo pairs down while rank 0 still writes the
-            # results folder was seen to abort ("terminate called without an active exception").
-            dist.barrier()
-        return result
-    finally:
-        if owns_group:
-            dist.destroy_process_group()
-
-
-def _evaluate(  # noqa: C901 - one straight pipeline: load, check, attack, write
-    checkpoint: str | os.PathLike[str] | None = None,
-    *,
-    rank: int = 0,
-    world: int = 1,
-    model_factory: str | None = None,
-    weights: str | os.PathLike[str] | None = None,
-    factory_kwargs: Mapping[str, Any] | None = None,
-    dataset: str | None = None,
-    out_dir: str | os.PathLike[str] | None = None,
-    suite: str = "ibrar",
-    budget: str | None = None,
-    attacks: Sequence[str] | None = None,
-    n: int | None = None,
-    batch_size: int = 100,
-    seed: int = 0,
-    pgd_steps: int | None = None,
-    cw_steps: int | None = None,
-    steps_sweep: Sequence[int] | None = None,
-    noise: bool = False,
-    tendency: str | None = None,
-    tsne_layer: str | None = None,
-    expect_model: str | None = None,
-    data_dir: str | None = None,
-    device: str = "cpu",
-    overwrite: bool = False,
-    progress: bool = True,
-    engine: str = "builtin",
-    autoattack_n: int = 0,
-    autoattack_version: str = "standard",
-    ema: bool = False,
-) -> dict[str, Any]:
     from ib_plugins import evaluation as ev
+    from ib_plugins.distributed import world_info
 
+    rank, world = world_info()
     progress = progress and rank == 0
     # Validate the plain options before reading anything (nothing is written before all checks pass).
     _device(device)

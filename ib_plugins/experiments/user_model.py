@@ -109,10 +109,7 @@ def _one_line_text(err: BaseException, limit: int = 300) -> str:
 
 def _state_dict_from_file(path: Path) -> tuple[dict[str, Any], str]:
     """The state_dict in ``path`` (safe loading) and where in the file it was found."""
-    import pickle
-    import warnings
-
-    from ib_plugins.training import _REFUSED_BY_SAFE_LOADING, _load_error_reason
+    from ib_plugins.training.checkpoint import _safe_torch_load
 
     if path.is_dir():
         raise ValueError(f"weights: expected a state_dict file, got the folder {path}")
@@ -120,20 +117,11 @@ def _state_dict_from_file(path: Path) -> tuple[dict[str, Any], str]:
         raise FileNotFoundError(f"weights: {path} does not exist (expected a state_dict saved with torch.save)")
     if path.stat().st_size == 0:
         raise ValueError(f"weights: {path} is empty (0 bytes): corrupt or truncated")
-    try:
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message="Detected pickle protocol")
-            raw = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as err:
-        if _REFUSED_BY_SAFE_LOADING.search(str(err)):
-            raise ValueError(
-                f"weights: {path} holds objects that safe loading (torch.load with weights_only=True) refuses "
-                f"({_load_error_reason(err)}); ib-plugins never unpickles arbitrary objects (that would run code "
-                "from the file): save the weights with torch.save(model.state_dict(), path)"
-            ) from err
-        raise ValueError(f"weights: {path} is corrupt or truncated, or not a torch file ({_load_error_reason(err)})") from err
-    except Exception as err:  # torch raises RuntimeError/EOFError/KeyError... on corrupt files
-        raise ValueError(f"weights: {path} is corrupt or truncated, or not a torch file ({_load_error_reason(err)})") from err
+    raw = _safe_torch_load(
+        path, map_location="cpu", error=ValueError, subject=f"weights: {path}",
+        refused_advice=": save the weights with torch.save(model.state_dict(), path)",
+        not_torch="is corrupt or truncated, or not a torch file", corrupt="is corrupt or truncated, or not a torch file",
+    )
     where = "the file"
     if isinstance(raw, Mapping) and not any(isinstance(v, torch.Tensor) for v in raw.values()):
         for key in ("model", "state_dict", "model_state_dict"):

@@ -16,13 +16,11 @@ Example:
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ib_plugins.models.small import _check_input, _check_positive_int, _make_normalize
+from ib_plugins.models.small import NormalizeArg, _check_positive_int, _ImageModel
 
 __all__ = ["BasicBlock", "ResNet18"]
 
@@ -90,7 +88,7 @@ class BasicBlock(nn.Module):
         return F.relu(out + self.shortcut(x))
 
 
-class ResNet18(nn.Module):
+class ResNet18(_ImageModel):
     """CIFAR-style ResNet-18 (IB-RAR's layout); returns raw logits by default.
 
     Layout: ``normalize`` (only when requested), ``stem`` = Conv3x3(in, 64, no bias)-BN-ReLU (no
@@ -139,15 +137,13 @@ class ResNet18(nn.Module):
         num_classes: int = 10,
         in_channels: int = 3,
         log_softmax_output: bool = False,
-        normalize: tuple[float | Sequence[float], float | Sequence[float]] | None = None,
+        normalize: NormalizeArg = None,
     ) -> None:
         super().__init__()
-        _check_positive_int(num_classes, name="num_classes")
-        self.in_channels = _check_positive_int(in_channels, name="in_channels")
         if not isinstance(log_softmax_output, bool):
             raise TypeError(f"expected log_softmax_output to be a bool, got {log_softmax_output!r}")
         self.log_softmax_output = log_softmax_output
-        self.normalize = _make_normalize(normalize, in_channels=in_channels)
+        self._setup(num_classes=num_classes, in_channels=in_channels, normalize=normalize)
         self.stem = nn.Sequential(
             nn.Conv2d(in_channels, 64, 3, stride=1, padding=1, bias=False),
             nn.BatchNorm2d(64),
@@ -180,15 +176,7 @@ class ResNet18(nn.Module):
             >>> ResNet18(num_classes=3).eval()(torch.zeros(1, 3, 8, 8)).shape
             torch.Size([1, 3])
         """
-        _check_input(x, in_channels=self.in_channels, model="ResNet18")
-        if self.normalize is not None:
-            x = self.normalize(x)
-        x = self.stem(x)
-        x = self.layer1(x)
-        x = self.layer2(x)
-        x = self.layer3(x)
-        x = self.layer4(x)
-        x = self.fc(self.pool(x))
+        x = self._chain(self._prepare(x), ("stem", "layer1", "layer2", "layer3", "layer4", "pool", "fc"))
         if self.log_softmax_output:
             x = F.log_softmax(x, dim=1)
         return x

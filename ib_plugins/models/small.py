@@ -33,6 +33,9 @@ __all__ = ["Normalize", "LeNet5", "KerasMNISTCNN", "KerasCIFARCNN", "DigitsCNN"]
 
 _SpatialOp = tuple[int, int, int, int, int, int, int, int]
 
+#: The ``normalize=(mean, std)`` keyword every zoo model takes.
+NormalizeArg = tuple[float | Sequence[float], float | Sequence[float]] | None
+
 
 class Normalize(nn.Module):
     """Per-channel input normalisation ``(x - mean) / std`` as a layer inside a model.
@@ -140,9 +143,7 @@ def _as_channel_values(
     return torch.tensor([float(v) for v in values], dtype=torch.float32)
 
 
-def _make_normalize(
-    normalize: tuple[float | Sequence[float], float | Sequence[float]] | None, *, in_channels: int
-) -> Normalize | None:
+def _make_normalize(normalize: NormalizeArg, *, in_channels: int) -> Normalize | None:
     """Build the ``normalize`` layer from a model's ``normalize=(mean, std)`` keyword."""
     if normalize is None:
         return None
@@ -207,16 +208,59 @@ def _trace_spatial(ops: tuple[_SpatialOp, ...], h: int, w: int) -> tuple[int, in
     return h, w
 
 
-class _FixedSizeCNN(nn.Module):
-    """Shared input checks of the fixed-size models (private)."""
+class _ImageModel(nn.Module):
+    """What every zoo model shares (private): its three common keywords and its input handling.
+
+    ``_setup`` checks ``num_classes``/``in_channels`` and builds the optional ``normalize`` layer;
+    ``_prepare`` checks a batch (``_check``, which subclasses narrow) and normalises it; ``_chain``
+    runs named children one after the other.
+    """
+
+    in_channels: int
+    normalize: Normalize | None
+
+    def _setup(self, *, num_classes: int, in_channels: int, normalize: NormalizeArg) -> None:
+        _check_positive_int(num_classes, name="num_classes")
+        self.in_channels = _check_positive_int(in_channels, name="in_channels")
+        self.normalize = _make_normalize(normalize, in_channels=in_channels)
+
+    def _check(self, x: torch.Tensor) -> None:
+        _check_input(x, in_channels=self.in_channels, model=type(self).__name__)
+
+    def _prepare(self, x: torch.Tensor) -> torch.Tensor:
+        self._check(x)
+        return x if self.normalize is None else self.normalize(x)
+
+    def _chain(self, x: torch.Tensor, names: Iterable[str]) -> torch.Tensor:
+        for name in names:
+            x = getattr(self, name)(x)
+        return x
+
+
+class _FixedSizeCNN(_ImageModel):
+    """A plain feed-forward CNN of one input size (private): its children run in ``_sequence``.
+
+    Subclasses build their layers, then call ``_fix_size`` with the input size, the channels before
+    ``flatten`` and the order of their children; the shared ``forward`` checks the input's size and
+    runs that order. Every conv or dense layer that a preset names is an ``nn.Sequential`` ending in
+    its activation, so a hook on it sees the post-activation output.
+    """
 
     _input_hw: tuple[int, int]
     _feature_channels: int
     _flat_features: int
     _ops: tuple[_SpatialOp, ...]
-    in_channels: int
+    _sequence: tuple[str, ...]
 
-    def _check_size(self, x: torch.Tensor) -> None:
+    def _fix_size(self, input_hw: tuple[int, int], feature_channels: int, sequence: Sequence[str]) -> None:
+        self._sequence = tuple(sequence)
+        self._ops = _spatial_ops(m for name in self._sequence for m in getattr(self, name).modules())
+        self._input_hw, self._feature_channels = input_hw, feature_channels
+        hw = _trace_spatial(self._ops, *input_hw)
+        assert hw is not None, "a model's own input size must give a feature map"
+        self._flat_features = feature_channels * hw[0] * hw[1]
+
+    def _check(self, x: torch.Tensor) -> None:
         name = type(self).__name__
         _check_input(x, in_channels=self.in_channels, model=name)
         hw = _trace_spatial(self._ops, int(x.shape[-2]), int(x.shape[-1]))
@@ -229,6 +273,25 @@ class _FixedSizeCNN(nn.Module):
                 f"({self._flat_features} features before fc1), got shape {tuple(x.shape)}, "
                 f"which gives {got}"
             )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Return raw logits.
+
+        Args:
+            x: input batch ``[B, in_channels, H, W]`` in ``[0, 1]`` of the model's input size.
+
+        Returns:
+            Logits ``[B, num_classes]``.
+
+        Raises:
+            ValueError: the input shape does not fit the model.
+
+        Example:
+            >>> import torch
+            >>> KerasCIFARCNN(num_classes=4)(torch.zeros(1, 3, 32, 32)).shape
+            torch.Size([1, 4])
+        """
+        return self._chain(self._prepare(x), self._sequence)
 
 
 class LeNet5(_FixedSizeCNN):
@@ -268,17 +331,9 @@ class LeNet5(_FixedSizeCNN):
 
     ib_preset = "lenet5"
 
-    def __init__(
-        self,
-        *,
-        num_classes: int = 10,
-        in_channels: int = 1,
-        normalize: tuple[float | Sequence[float], float | Sequence[float]] | None = None,
-    ) -> None:
+    def __init__(self, *, num_classes: int = 10, in_channels: int = 1, normalize: NormalizeArg = None) -> None:
         super().__init__()
-        _check_positive_int(num_classes, name="num_classes")
-        self.in_channels = _check_positive_int(in_channels, name="in_channels")
-        self.normalize = _make_normalize(normalize, in_channels=in_channels)
+        self._setup(num_classes=num_classes, in_channels=in_channels, normalize=normalize)
         self.conv1 = nn.Sequential(nn.Conv2d(in_channels, 6, 5, padding=2), nn.ReLU())
         self.pool1 = nn.AvgPool2d(2)
         self.conv2 = nn.Sequential(nn.Conv2d(6, 16, 5), nn.ReLU())
@@ -287,36 +342,7 @@ class LeNet5(_FixedSizeCNN):
         self.fc1 = nn.Sequential(nn.Linear(16 * 5 * 5, 120), nn.ReLU())
         self.fc2 = nn.Sequential(nn.Linear(120, 84), nn.ReLU())
         self.classifier = nn.Linear(84, num_classes)
-        self._input_hw = (28, 28)
-        self._feature_channels = 16
-        self._flat_features = 16 * 5 * 5
-        self._ops = _spatial_ops([*self.conv1, self.pool1, *self.conv2, self.pool2])
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Return raw logits.
-
-        Args:
-            x: input batch ``[B, in_channels, 28, 28]`` in ``[0, 1]``.
-
-        Returns:
-            Logits ``[B, num_classes]``.
-
-        Raises:
-            ValueError: the input shape does not fit the model.
-
-        Example:
-            >>> import torch
-            >>> LeNet5()(torch.zeros(1, 1, 28, 28)).shape
-            torch.Size([1, 10])
-        """
-        self._check_size(x)
-        if self.normalize is not None:
-            x = self.normalize(x)
-        x = self.pool1(self.conv1(x))
-        x = self.pool2(self.conv2(x))
-        x = self.flatten(x)
-        x = self.fc2(self.fc1(x))
-        return self.classifier(x)
+        self._fix_size((28, 28), 16, ("conv1", "pool1", "conv2", "pool2", "flatten", "fc1", "fc2", "classifier"))
 
 
 class KerasMNISTCNN(_FixedSizeCNN):
@@ -325,21 +351,16 @@ class KerasMNISTCNN(_FixedSizeCNN):
     Layout: **conv1** = Conv(in, 32, 3) + ReLU, **conv2** = Conv(32, 64, 3) + ReLU, ``pool``
     MaxPool 2, ``flatten``, **fc1** = Linear(64*12*12, 512) + ReLU, **fc2** = Linear(512, 84) +
     ReLU, ``classifier`` = Linear(84, C) (raw logits). Convolutions are 'valid' (no padding), as
-    in Keras. PyTorch's default initialisation is used, not Keras' Glorot-uniform.
+    in Keras. PyTorch's default initialisation is used, not Keras' Glorot-uniform. Takes 28x28
+    inputs, ``[B, in_channels, 28, 28]`` in ``[0, 1]``, and returns ``[B, num_classes]`` raw logits.
 
     Args:
         num_classes: number of output logits.
-        in_channels: input channels.
-        normalize: optional ``(mean, std)``; adds a :class:`Normalize` layer named ``normalize``.
+        in_channels: input channels (default 1).
+        normalize: optional ``(mean, std)``, as for :class:`LeNet5`.
 
     Raises:
-        TypeError: an argument has the wrong type.
-        ValueError: ``num_classes``/``in_channels`` < 1, or a bad ``normalize``; at forward time,
-            an input that is not ``[B, in_channels, 28, 28]``.
-
-    Shape:
-        - Input: ``[B, in_channels, 28, 28]`` in ``[0, 1]``.
-        - Output: ``[B, num_classes]`` raw logits.
+        TypeError, ValueError: as :class:`LeNet5` (for a 28x28 input).
 
     Example:
         >>> import torch
@@ -349,17 +370,9 @@ class KerasMNISTCNN(_FixedSizeCNN):
 
     ib_preset = "keras-mnist-cnn"
 
-    def __init__(
-        self,
-        *,
-        num_classes: int = 10,
-        in_channels: int = 1,
-        normalize: tuple[float | Sequence[float], float | Sequence[float]] | None = None,
-    ) -> None:
+    def __init__(self, *, num_classes: int = 10, in_channels: int = 1, normalize: NormalizeArg = None) -> None:
         super().__init__()
-        _check_positive_int(num_classes, name="num_classes")
-        self.in_channels = _check_positive_int(in_channels, name="in_channels")
-        self.normalize = _make_normalize(normalize, in_channels=in_channels)
+        self._setup(num_classes=num_classes, in_channels=in_channels, normalize=normalize)
         self.conv1 = nn.Sequential(nn.Conv2d(in_channels, 32, 3), nn.ReLU())
         self.conv2 = nn.Sequential(nn.Conv2d(32, 64, 3), nn.ReLU())
         self.pool = nn.MaxPool2d(2)
@@ -367,35 +380,7 @@ class KerasMNISTCNN(_FixedSizeCNN):
         self.fc1 = nn.Sequential(nn.Linear(64 * 12 * 12, 512), nn.ReLU())
         self.fc2 = nn.Sequential(nn.Linear(512, 84), nn.ReLU())
         self.classifier = nn.Linear(84, num_classes)
-        self._input_hw = (28, 28)
-        self._feature_channels = 64
-        self._flat_features = 64 * 12 * 12
-        self._ops = _spatial_ops([*self.conv1, *self.conv2, self.pool])
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Return raw logits.
-
-        Args:
-            x: input batch ``[B, in_channels, 28, 28]`` in ``[0, 1]``.
-
-        Returns:
-            Logits ``[B, num_classes]``.
-
-        Raises:
-            ValueError: the input shape does not fit the model.
-
-        Example:
-            >>> import torch
-            >>> KerasMNISTCNN(num_classes=3)(torch.zeros(1, 1, 28, 28)).shape
-            torch.Size([1, 3])
-        """
-        self._check_size(x)
-        if self.normalize is not None:
-            x = self.normalize(x)
-        x = self.pool(self.conv2(self.conv1(x)))
-        x = self.flatten(x)
-        x = self.fc2(self.fc1(x))
-        return self.classifier(x)
+        self._fix_size((28, 28), 64, ("conv1", "conv2", "pool", "flatten", "fc1", "fc2", "classifier"))
 
 
 class KerasCIFARCNN(_FixedSizeCNN):
@@ -406,20 +391,15 @@ class KerasCIFARCNN(_FixedSizeCNN):
     Conv(64, 64, 3, 'valid') + ReLU, ``pool2`` MaxPool 2, ``flatten`` (64x6x6 = 2304 for 32x32
     input), **fc1**..**fc5** = Linear + ReLU with 512, 256, 128, 128, 84 units, ``classifier`` =
     Linear(84, C) (raw logits). PyTorch's default initialisation is used, not Keras' Glorot.
+    Takes ``[B, in_channels, 32, 32]`` in ``[0, 1]``; returns ``[B, num_classes]`` raw logits.
 
     Args:
         num_classes: number of output logits.
-        in_channels: input channels.
-        normalize: optional ``(mean, std)``; adds a :class:`Normalize` layer named ``normalize``.
+        in_channels: input channels (default 3).
+        normalize: optional ``(mean, std)``, as for :class:`LeNet5`.
 
     Raises:
-        TypeError: an argument has the wrong type.
-        ValueError: ``num_classes``/``in_channels`` < 1, or a bad ``normalize``; at forward time,
-            an input that is not ``[B, in_channels, 32, 32]``.
-
-    Shape:
-        - Input: ``[B, in_channels, 32, 32]`` in ``[0, 1]``.
-        - Output: ``[B, num_classes]`` raw logits.
+        TypeError, ValueError: as :class:`LeNet5` (for a 32x32 input).
 
     Example:
         >>> import torch
@@ -429,17 +409,9 @@ class KerasCIFARCNN(_FixedSizeCNN):
 
     ib_preset = "keras-cifar-cnn"
 
-    def __init__(
-        self,
-        *,
-        num_classes: int = 10,
-        in_channels: int = 3,
-        normalize: tuple[float | Sequence[float], float | Sequence[float]] | None = None,
-    ) -> None:
+    def __init__(self, *, num_classes: int = 10, in_channels: int = 3, normalize: NormalizeArg = None) -> None:
         super().__init__()
-        _check_positive_int(num_classes, name="num_classes")
-        self.in_channels = _check_positive_int(in_channels, name="in_channels")
-        self.normalize = _make_normalize(normalize, in_channels=in_channels)
+        self._setup(num_classes=num_classes, in_channels=in_channels, normalize=normalize)
         self.conv1 = nn.Sequential(nn.Conv2d(in_channels, 32, 3, padding=1), nn.ReLU())
         self.conv2 = nn.Sequential(nn.Conv2d(32, 32, 3), nn.ReLU())
         self.pool1 = nn.MaxPool2d(2)
@@ -448,44 +420,11 @@ class KerasCIFARCNN(_FixedSizeCNN):
         self.pool2 = nn.MaxPool2d(2)
         self.flatten = nn.Flatten()
         widths = (64 * 6 * 6, 512, 256, 128, 128, 84)
-        self.fc1 = nn.Sequential(nn.Linear(widths[0], widths[1]), nn.ReLU())
-        self.fc2 = nn.Sequential(nn.Linear(widths[1], widths[2]), nn.ReLU())
-        self.fc3 = nn.Sequential(nn.Linear(widths[2], widths[3]), nn.ReLU())
-        self.fc4 = nn.Sequential(nn.Linear(widths[3], widths[4]), nn.ReLU())
-        self.fc5 = nn.Sequential(nn.Linear(widths[4], widths[5]), nn.ReLU())
+        for i in range(1, 6):
+            setattr(self, f"fc{i}", nn.Sequential(nn.Linear(widths[i - 1], widths[i]), nn.ReLU()))
         self.classifier = nn.Linear(widths[5], num_classes)
-        self._input_hw = (32, 32)
-        self._feature_channels = 64
-        self._flat_features = widths[0]
-        self._ops = _spatial_ops(
-            [*self.conv1, *self.conv2, self.pool1, *self.conv3, *self.conv4, self.pool2]
-        )
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Return raw logits.
-
-        Args:
-            x: input batch ``[B, in_channels, 32, 32]`` in ``[0, 1]``.
-
-        Returns:
-            Logits ``[B, num_classes]``.
-
-        Raises:
-            ValueError: the input shape does not fit the model.
-
-        Example:
-            >>> import torch
-            >>> KerasCIFARCNN(num_classes=4)(torch.zeros(1, 3, 32, 32)).shape
-            torch.Size([1, 4])
-        """
-        self._check_size(x)
-        if self.normalize is not None:
-            x = self.normalize(x)
-        x = self.pool1(self.conv2(self.conv1(x)))
-        x = self.pool2(self.conv4(self.conv3(x)))
-        x = self.flatten(x)
-        x = self.fc5(self.fc4(self.fc3(self.fc2(self.fc1(x)))))
-        return self.classifier(x)
+        convs = ("conv1", "conv2", "pool1", "conv3", "conv4", "pool2", "flatten")
+        self._fix_size((32, 32), 64, (*convs, "fc1", "fc2", "fc3", "fc4", "fc5", "classifier"))
 
 
 class DigitsCNN(_FixedSizeCNN):
@@ -495,21 +434,16 @@ class DigitsCNN(_FixedSizeCNN):
     Conv(16, 32, 3, pad 1) + BN + ReLU + MaxPool 2 (32x4x4), **conv3** = Conv(32, 64, 3, pad 1) +
     BN + ReLU + MaxPool 2 (64x2x2), ``flatten``, **fc1** = Linear(256, 128) + BN1d + ReLU,
     ``classifier`` = Linear(128, C) (raw logits). Not a paper model: it exists so that examples
-    and tests can train a real model quickly.
+    and tests can train a real model quickly. Takes ``[B, in_channels, 8, 8]`` in ``[0, 1]``
+    (divide sklearn's 0..16 pixels by 16); returns ``[B, num_classes]`` raw logits.
 
     Args:
         num_classes: number of output logits.
-        in_channels: input channels.
-        normalize: optional ``(mean, std)``; adds a :class:`Normalize` layer named ``normalize``.
+        in_channels: input channels (default 1).
+        normalize: optional ``(mean, std)``, as for :class:`LeNet5`.
 
     Raises:
-        TypeError: an argument has the wrong type.
-        ValueError: ``num_classes``/``in_channels`` < 1, or a bad ``normalize``; at forward time,
-            an input that is not ``[B, in_channels, 8, 8]``.
-
-    Shape:
-        - Input: ``[B, in_channels, 8, 8]`` in ``[0, 1]`` (divide sklearn's 0..16 pixels by 16).
-        - Output: ``[B, num_classes]`` raw logits.
+        TypeError, ValueError: as :class:`LeNet5` (for an 8x8 input).
 
     Example:
         >>> import torch
@@ -519,20 +453,10 @@ class DigitsCNN(_FixedSizeCNN):
 
     ib_preset = "digits-cnn"
 
-    def __init__(
-        self,
-        *,
-        num_classes: int = 10,
-        in_channels: int = 1,
-        normalize: tuple[float | Sequence[float], float | Sequence[float]] | None = None,
-    ) -> None:
+    def __init__(self, *, num_classes: int = 10, in_channels: int = 1, normalize: NormalizeArg = None) -> None:
         super().__init__()
-        _check_positive_int(num_classes, name="num_classes")
-        self.in_channels = _check_positive_int(in_channels, name="in_channels")
-        self.normalize = _make_normalize(normalize, in_channels=in_channels)
-        self.conv1 = nn.Sequential(
-            nn.Conv2d(in_channels, 16, 3, padding=1), nn.BatchNorm2d(16), nn.ReLU()
-        )
+        self._setup(num_classes=num_classes, in_channels=in_channels, normalize=normalize)
+        self.conv1 = nn.Sequential(nn.Conv2d(in_channels, 16, 3, padding=1), nn.BatchNorm2d(16), nn.ReLU())
         self.conv2 = nn.Sequential(
             nn.Conv2d(16, 32, 3, padding=1), nn.BatchNorm2d(32), nn.ReLU(), nn.MaxPool2d(2)
         )
@@ -542,31 +466,4 @@ class DigitsCNN(_FixedSizeCNN):
         self.flatten = nn.Flatten()
         self.fc1 = nn.Sequential(nn.Linear(64 * 2 * 2, 128), nn.BatchNorm1d(128), nn.ReLU())
         self.classifier = nn.Linear(128, num_classes)
-        self._input_hw = (8, 8)
-        self._feature_channels = 64
-        self._flat_features = 64 * 2 * 2
-        self._ops = _spatial_ops([*self.conv1, *self.conv2, *self.conv3])
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Return raw logits.
-
-        Args:
-            x: input batch ``[B, in_channels, 8, 8]`` in ``[0, 1]``.
-
-        Returns:
-            Logits ``[B, num_classes]``.
-
-        Raises:
-            ValueError: the input shape does not fit the model.
-
-        Example:
-            >>> import torch
-            >>> DigitsCNN(num_classes=2).eval()(torch.zeros(1, 1, 8, 8)).shape
-            torch.Size([1, 2])
-        """
-        self._check_size(x)
-        if self.normalize is not None:
-            x = self.normalize(x)
-        x = self.conv3(self.conv2(self.conv1(x)))
-        x = self.flatten(x)
-        return self.classifier(self.fc1(x))
+        self._fix_size((8, 8), 64, ("conv1", "conv2", "conv3", "flatten", "fc1", "classifier"))

@@ -14,18 +14,10 @@ Example:
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 import torch
 import torch.nn as nn
 
-from ib_plugins.models.small import (
-    _check_input,
-    _check_positive_int,
-    _make_normalize,
-    _spatial_ops,
-    _trace_spatial,
-)
+from ib_plugins.models.small import NormalizeArg, _ImageModel, _spatial_ops, _trace_spatial
 
 __all__ = ["VGG16", "VGGMini"]
 
@@ -45,7 +37,73 @@ def _vgg_block(in_channels: int, out_channels: int, convs: int) -> nn.Sequential
     return nn.Sequential(*layers)
 
 
-class VGG16(nn.Module):
+_NUMBER_WORDS = {4: "four", 5: "five"}
+
+
+class _VGG(_ImageModel):
+    """The VGG layout shared by :class:`VGG16` and :class:`VGGMini` (private).
+
+    ``block1``..``blockK`` from a plan of (channels, convs) pairs, ``avgpool``, ``flatten``,
+    ``fc1``/``fc2`` = Linear-BN1d-ReLU of ``hidden`` units, ``classifier``.
+    """
+
+    def __init__(
+        self,
+        *,
+        plan: tuple[tuple[int, int], ...],
+        hidden: int,
+        num_classes: int,
+        in_channels: int,
+        normalize: NormalizeArg,
+    ) -> None:
+        super().__init__()
+        self._setup(num_classes=num_classes, in_channels=in_channels, normalize=normalize)
+        channels = in_channels
+        for i, (out_channels, convs) in enumerate(plan, start=1):
+            setattr(self, f"block{i}", _vgg_block(channels, out_channels, convs))
+            channels = out_channels
+        self._blocks = tuple(f"block{i}" for i in range(1, len(plan) + 1))
+        self._min_size = 2 ** len(plan)
+        self.avgpool = nn.AdaptiveAvgPool2d((1, 1))
+        self.flatten = nn.Flatten()
+        self.fc1 = nn.Sequential(nn.Linear(channels, hidden), nn.BatchNorm1d(hidden), nn.ReLU())
+        self.fc2 = nn.Sequential(nn.Linear(hidden, hidden), nn.BatchNorm1d(hidden), nn.ReLU())
+        self.classifier = nn.Linear(hidden, num_classes)
+        self._ops = _spatial_ops(m for name in self._blocks for m in getattr(self, name))
+
+    def _check(self, x: torch.Tensor) -> None:
+        super()._check(x)
+        if _trace_spatial(self._ops, int(x.shape[-2]), int(x.shape[-1])) is None:
+            size, pools = self._min_size, len(self._blocks)
+            raise ValueError(
+                f"{type(self).__name__} expected input of at least [B, {self.in_channels}, {size}, {size}] "
+                f"({_NUMBER_WORDS.get(pools, pools)} 2x2 max-pools), got shape {tuple(x.shape)}"
+            )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Return raw logits.
+
+        Args:
+            x: input batch ``[B, in_channels, H, W]`` in ``[0, 1]``, at least 32x32 for
+                :class:`VGG16` (five 2x2 max-pools) and 16x16 for :class:`VGGMini` (four).
+
+        Returns:
+            Logits ``[B, num_classes]``.
+
+        Raises:
+            ValueError: the input is not 4-D, has the wrong channel count or is too small.
+
+        Example:
+            >>> import torch
+            >>> VGG16(num_classes=3).eval()(torch.zeros(1, 3, 32, 32)).shape
+            torch.Size([1, 3])
+        """
+        x = self._chain(self._prepare(x), self._blocks)
+        x = self.flatten(self.avgpool(x))
+        return self.classifier(self.fc2(self.fc1(x)))
+
+
+class VGG16(_VGG):
     """IB-RAR's VGG-16 with batch norm; returns raw logits.
 
     Layout: ``normalize`` (only when requested), ``block1``..``block5`` = [Conv3x3-BN-ReLU] x k +
@@ -80,70 +138,17 @@ class VGG16(nn.Module):
 
     ib_preset = "vgg16"
 
-    def __init__(
-        self,
-        *,
-        num_classes: int = 10,
-        in_channels: int = 3,
-        normalize: tuple[float | Sequence[float], float | Sequence[float]] | None = None,
-    ) -> None:
-        super().__init__()
-        _check_positive_int(num_classes, name="num_classes")
-        self.in_channels = _check_positive_int(in_channels, name="in_channels")
-        self.normalize = _make_normalize(normalize, in_channels=in_channels)
-        channels = in_channels
-        for i, (out_channels, convs) in enumerate(_VGG16_PLAN, start=1):
-            setattr(self, f"block{i}", _vgg_block(channels, out_channels, convs))
-            channels = out_channels
-        self.avgpool = nn.AdaptiveAvgPool2d((1, 1))
-        self.flatten = nn.Flatten()
-        self.fc1 = nn.Sequential(nn.Linear(512, 4096), nn.BatchNorm1d(4096), nn.ReLU())
-        self.fc2 = nn.Sequential(nn.Linear(4096, 4096), nn.BatchNorm1d(4096), nn.ReLU())
-        self.classifier = nn.Linear(4096, num_classes)
-        self._ops = _spatial_ops(
-            m for i in range(1, 6) for m in getattr(self, f"block{i}")
+    def __init__(self, *, num_classes: int = 10, in_channels: int = 3, normalize: NormalizeArg = None) -> None:
+        super().__init__(
+            plan=_VGG16_PLAN, hidden=4096, num_classes=num_classes, in_channels=in_channels, normalize=normalize
         )
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Return raw logits.
-
-        Args:
-            x: input batch ``[B, in_channels, H, W]`` in ``[0, 1]`` with ``H, W >= 32``.
-
-        Returns:
-            Logits ``[B, num_classes]``.
-
-        Raises:
-            ValueError: the input is not 4-D, has the wrong channel count or is smaller than 32x32.
-
-        Example:
-            >>> import torch
-            >>> VGG16(num_classes=3).eval()(torch.zeros(1, 3, 32, 32)).shape
-            torch.Size([1, 3])
-        """
-        _check_input(x, in_channels=self.in_channels, model="VGG16")
-        if _trace_spatial(self._ops, int(x.shape[-2]), int(x.shape[-1])) is None:
-            raise ValueError(
-                f"VGG16 expected input of at least [B, {self.in_channels}, 32, 32] (five 2x2 "
-                f"max-pools), got shape {tuple(x.shape)}"
-            )
-        if self.normalize is not None:
-            x = self.normalize(x)
-        x = self.block1(x)
-        x = self.block2(x)
-        x = self.block3(x)
-        x = self.block4(x)
-        x = self.block5(x)
-        x = self.flatten(self.avgpool(x))
-        x = self.fc2(self.fc1(x))
-        return self.classifier(x)
 
 
 #: (output channels, number of Conv-BN-ReLU units) of each block of the mini VGG
 _VGG_MINI_PLAN: tuple[tuple[int, int], ...] = ((32, 1), (64, 1), (128, 2), (128, 2))
 
 
-class VGGMini(nn.Module):
+class VGGMini(_VGG):
     """A CPU-sized member of IB-RAR's VGG family for 28x28 / 32x32 images; returns raw logits.
 
     The VGG-16 layout scaled down so that adversarial training fits a 2-core CPU: ``block1`` ..
@@ -178,53 +183,7 @@ class VGGMini(nn.Module):
 
     ib_preset = "vgg-mini"
 
-    def __init__(
-        self,
-        *,
-        num_classes: int = 10,
-        in_channels: int = 1,
-        normalize: tuple[float | Sequence[float], float | Sequence[float]] | None = None,
-    ) -> None:
-        super().__init__()
-        _check_positive_int(num_classes, name="num_classes")
-        self.in_channels = _check_positive_int(in_channels, name="in_channels")
-        self.normalize = _make_normalize(normalize, in_channels=in_channels)
-        channels = in_channels
-        for i, (out_channels, convs) in enumerate(_VGG_MINI_PLAN, start=1):
-            setattr(self, f"block{i}", _vgg_block(channels, out_channels, convs))
-            channels = out_channels
-        self.avgpool = nn.AdaptiveAvgPool2d((1, 1))
-        self.flatten = nn.Flatten()
-        self.fc1 = nn.Sequential(nn.Linear(channels, 256), nn.BatchNorm1d(256), nn.ReLU())
-        self.fc2 = nn.Sequential(nn.Linear(256, 256), nn.BatchNorm1d(256), nn.ReLU())
-        self.classifier = nn.Linear(256, num_classes)
-        self._ops = _spatial_ops(m for i in range(1, 5) for m in getattr(self, f"block{i}"))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Return raw logits.
-
-        Args:
-            x: input batch ``[B, in_channels, H, W]`` in ``[0, 1]`` with ``H, W >= 16``.
-
-        Returns:
-            Logits ``[B, num_classes]``.
-
-        Raises:
-            ValueError: the input is not 4-D, has the wrong channel count or is smaller than 16x16.
-
-        Example:
-            >>> import torch
-            >>> VGGMini(num_classes=3).eval()(torch.zeros(1, 1, 16, 16)).shape
-            torch.Size([1, 3])
-        """
-        _check_input(x, in_channels=self.in_channels, model="VGGMini")
-        if _trace_spatial(self._ops, int(x.shape[-2]), int(x.shape[-1])) is None:
-            raise ValueError(
-                f"VGGMini expected input of at least [B, {self.in_channels}, 16, 16] (four 2x2 max-pools), "
-                f"got shape {tuple(x.shape)}"
-            )
-        if self.normalize is not None:
-            x = self.normalize(x)
-        x = self.block4(self.block3(self.block2(self.block1(x))))
-        x = self.flatten(self.avgpool(x))
-        return self.classifier(self.fc2(self.fc1(x)))
+    def __init__(self, *, num_classes: int = 10, in_channels: int = 1, normalize: NormalizeArg = None) -> None:
+        super().__init__(
+            plan=_VGG_MINI_PLAN, hidden=256, num_classes=num_classes, in_channels=in_channels, normalize=normalize
+        )

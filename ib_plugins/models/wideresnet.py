@@ -17,13 +17,11 @@ Example:
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ib_plugins.models.small import _check_input, _check_positive_int, _make_normalize
+from ib_plugins.models.small import NormalizeArg, _check_positive_int, _ImageModel
 
 __all__ = ["WideBasic", "WideResNet"]
 
@@ -103,7 +101,7 @@ class WideBasic(nn.Module):
         return out + self.shortcut(x)
 
 
-class WideResNet(nn.Module):
+class WideResNet(_ImageModel):
     """Wide ResNet WRN-depth-k (IB-RAR's WRN-28-10 by default); returns raw logits.
 
     Layout: ``normalize`` (only when requested), ``conv1`` = Conv3x3(in, 16), ``layer1``,
@@ -160,7 +158,7 @@ class WideResNet(nn.Module):
         num_classes: int = 100,
         in_channels: int = 3,
         bn_momentum: float = 0.1,
-        normalize: tuple[float | Sequence[float], float | Sequence[float]] | None = None,
+        normalize: NormalizeArg = None,
     ) -> None:
         super().__init__()
         if isinstance(depth, bool) or not isinstance(depth, int):
@@ -171,8 +169,7 @@ class WideResNet(nn.Module):
                 f"40, ...), got {depth}"
             )
         _check_positive_int(widen_factor, name="widen_factor")
-        _check_positive_int(num_classes, name="num_classes")
-        self.in_channels = _check_positive_int(in_channels, name="in_channels")
+        self._setup(num_classes=num_classes, in_channels=in_channels, normalize=normalize)
         dropout = _check_probability(dropout, name="dropout", upper_open=True)
         bn_momentum = _check_probability(bn_momentum, name="bn_momentum", upper_open=False)
         self.depth = depth
@@ -181,7 +178,6 @@ class WideResNet(nn.Module):
             self.ib_preset = None
         n = (depth - 4) // 6
         widths = (16, 16 * widen_factor, 32 * widen_factor, 64 * widen_factor)
-        self.normalize = _make_normalize(normalize, in_channels=in_channels)
         self.conv1 = nn.Conv2d(in_channels, widths[0], 3, stride=1, padding=1, bias=True)
         in_planes = widths[0]
         for i, (planes, stride) in enumerate(zip(widths[1:], (1, 2, 2)), start=1):
@@ -216,14 +212,7 @@ class WideResNet(nn.Module):
             >>> net(torch.zeros(1, 3, 8, 8)).shape
             torch.Size([1, 3])
         """
-        _check_input(x, in_channels=self.in_channels, model="WideResNet")
-        if self.normalize is not None:
-            x = self.normalize(x)
-        x = self.conv1(x)
-        x = self.layer1(x)
-        x = self.layer2(x)
-        x = self.layer3(x)
-        return self.fc(self.pool(x))
+        return self._chain(self._prepare(x), ("conv1", "layer1", "layer2", "layer3", "pool", "fc"))
 
     def extra_repr(self) -> str:
         return f"depth={self.depth}, widen_factor={self.widen_factor}"

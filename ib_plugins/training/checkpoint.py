@@ -111,6 +111,39 @@ def _load_error_reason(err: BaseException) -> str:
     return f"{type(err).__name__}: {text}" if text else type(err).__name__
 
 
+def _safe_torch_load(
+    path: Path,
+    *,
+    map_location: Any,
+    error: Callable[[str], Exception],
+    subject: str,
+    refused_advice: str,
+    not_torch: str,
+    corrupt: str,
+) -> Any:
+    """``torch.load(path, weights_only=True)``; a failure raises ``error`` with a one-line reason.
+
+    The message starts with ``subject``; an object that safe loading refuses is named with
+    ``refused_advice`` appended, another unpickling error is ``not_torch``, anything else torch raises
+    on a damaged file (RuntimeError, EOFError, KeyError, ...) is ``corrupt``.
+    """
+    try:
+        with warnings.catch_warnings():
+            # torch warns about pickle protocols of non-torch files before refusing them; the error says it all
+            warnings.filterwarnings("ignore", message="Detected pickle protocol")
+            return torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as err:
+        if _REFUSED_BY_SAFE_LOADING.search(str(err)):
+            raise error(
+                f"{subject} holds objects that safe loading (torch.load with weights_only=True) refuses "
+                f"({_load_error_reason(err)}); ib-plugins never unpickles arbitrary objects (that would run code "
+                f"from the file){refused_advice}"
+            ) from err
+        raise error(f"{subject} {not_torch} ({_load_error_reason(err)})") from err
+    except Exception as err:
+        raise error(f"{subject} {corrupt} ({_load_error_reason(err)})") from err
+
+
 def load_checkpoint(path: str | os.PathLike[str], *, map_location: str | torch.device = "cpu") -> dict[str, Any]:
     """Load a checkpoint with ``torch.load(weights_only=True)``, with clear errors.
 
@@ -151,27 +184,13 @@ def load_checkpoint(path: str | os.PathLike[str], *, map_location: str | torch.d
         raise CheckpointError(f"checkpoint {p} cannot be read ({err.strerror or err})") from err
     if not head:
         raise CheckpointError(f"checkpoint {p} is empty (0 bytes): corrupt or truncated")
-    try:
-        with warnings.catch_warnings():
-            # torch warns about pickle protocols of non-torch files before refusing them; the error says it all
-            warnings.filterwarnings("ignore", message="Detected pickle protocol")
-            ckpt = torch.load(p, map_location=map_location, weights_only=True)
-    except pickle.UnpicklingError as err:
-        if _REFUSED_BY_SAFE_LOADING.search(str(err)):
-            raise CheckpointError(
-                f"checkpoint {p} holds objects that safe loading (torch.load with weights_only=True) refuses "
-                f"({_load_error_reason(err)}); ib-plugins never unpickles arbitrary objects (that would run code "
-                "from the file), so it does not load this file: its own checkpoints hold only tensors, numbers, "
-                "strings, lists and dicts"
-            ) from err
-        raise CheckpointError(
-            f"checkpoint {p} is corrupt or truncated, or not a torch checkpoint, and cannot be read "
-            f"({_load_error_reason(err)})"
-        ) from err
-    except Exception as err:  # torch raises RuntimeError/EOFError/KeyError... on corrupt files
-        raise CheckpointError(
-            f"checkpoint {p} is corrupt or truncated and cannot be read ({_load_error_reason(err)})"
-        ) from err
+    ckpt = _safe_torch_load(
+        p, map_location=map_location, error=CheckpointError, subject=f"checkpoint {p}",
+        refused_advice=(", so it does not load this file: its own checkpoints hold only tensors, numbers, "
+                        "strings, lists and dicts"),
+        not_torch="is corrupt or truncated, or not a torch checkpoint, and cannot be read",
+        corrupt="is corrupt or truncated and cannot be read",
+    )
     if (
         not isinstance(ckpt, dict)
         or not isinstance(ckpt.get("model"), Mapping)

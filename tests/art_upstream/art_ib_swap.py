@@ -1,6 +1,6 @@
 """pytest plugin for the vendored ART 1.20.1 tests: offline MNIST, and the IB-classifier swap.
 
-Ours, not ART's (ART's files in this folder are unmodified); ``pytest.ini`` beside it loads it.
+Ours, not ART's (ART's files, in ``vendor/``, are unmodified); ``vendor/pytest.ini`` loads it.
 
 * Data: ART's tests load MNIST with ``art.utils.load_dataset("mnist")``, which downloads
   ``mnist.npz`` into ``art.config.ART_DATA_PATH`` unless it is there. Before ART's conftest imports
