@@ -115,7 +115,9 @@ def pgd(model: nn.Module, x: Tensor, y: Tensor, *, eps: float, alpha: float, ste
     return adv
 
 
-def bim(model: nn.Module, x: Tensor, y: Tensor, *, eps: float, alpha: float, steps: int) -> Tensor:
+def bim(  # noqa: D417 - its arguments are pgd's, documented there
+    model: nn.Module, x: Tensor, y: Tensor, *, eps: float, alpha: float, steps: int
+) -> Tensor:
     """BIM (Kurakin et al.) as torchattacks' ``BIM``: PGD without random start, same projection.
 
     Args:
@@ -135,8 +137,9 @@ def bim(model: nn.Module, x: Tensor, y: Tensor, *, eps: float, alpha: float, ste
     return pgd(model, x, y, eps=eps, alpha=alpha, steps=steps, random_start=False)
 
 
-def nifgsm(model: nn.Module, x: Tensor, y: Tensor, *, eps: float, alpha: float, steps: int,
-           decay: float = 1.0) -> Tensor:
+def nifgsm(  # noqa: D417 - model, x, y, eps, alpha, steps are pgd's, documented there
+    model: nn.Module, x: Tensor, y: Tensor, *, eps: float, alpha: float, steps: int, decay: float = 1.0
+) -> Tensor:
     """NI-FGSM (Lin et al. 2020) as torchattacks' ``NIFGSM``: Nesterov look-ahead and momentum.
 
     The gradient is normalised by its mean absolute value over all non-batch dimensions

@@ -1,9 +1,9 @@
 """ART 1.20.1's own tests, run against ``IBPyTorchClassifier`` (issue 12, item 4).
 
-The vendored suite (``tests/art_upstream/vendor``, see ``tests/art_upstream/README.md``) runs twice, in two pytest processes of
-its own started side by side: plain (ART's own PyTorch test classifiers) and wrapped (``--ib-wrap``:
-the same networks and weights, wrapped with ``wrap_model(alpha=0, beta=0)`` and built with
-``make_art_classifier``). Every test that passes plain must pass wrapped, unless
+The vendored suite (``tests/art_upstream/vendor``, see ``tests/art_upstream/README.md``) runs twice,
+in two pytest processes of its own started side by side: plain (ART's own PyTorch test classifiers)
+and wrapped (``--ib-wrap``: the same networks and weights, wrapped with ``wrap_model(alpha=0,
+beta=0)`` and built with ``make_art_classifier``). Every test that passes plain must pass wrapped, unless
 ``tests/art_upstream/known_differences.json`` lists it with the reason; a listed test that passes
 wrapped again must leave the list.
 """

@@ -554,7 +554,8 @@ def run_audit(
                               ("pgd-ib (mean CE, as pgd_mi)", "pgd-ib (mean CE)", "pgd-ib", {"ce_reduction": "mean"})]
         if ent_cfg is not None:
             adaptive_runs += [("pgd-entropic", "pgd-entropic", "pgd-entropic", {}),
-                              ("pgd-entropic (+penalty)", "pgd-entropic(+)", "pgd-entropic", {"entropic_penalty": "add"})]
+                              ("pgd-entropic (+penalty)", "pgd-entropic(+)", "pgd-entropic",
+                               {"entropic_penalty": "add"})]
         for stage, key, attack, options in adaptive_runs:
             with bar.stage(stage):
                 adaptive_accs[key] = pgd(key, eps, name=attack, **options)["accuracy"]
@@ -567,14 +568,16 @@ def run_audit(
         _checks.check_determinism(deterministic, eot_samples=eot_samples, max_abs_diff=max_diff),
         _checks.check_monotone_eps(grid, eps_accs, tol=tol),
         _checks.check_large_eps(grid, eps_accs, zero_tol=zero_tol),
-        _checks.check_unbounded({"PGD eps=1": unb["success_rate"], "CW-L2": cw["success_rate"]}, success_tol=success_tol),
+        _checks.check_unbounded({"PGD eps=1": unb["success_rate"], "CW-L2": cw["success_rate"]},
+                                success_tol=success_tol),
         _checks.check_iterative(pgd_acc, fgsm["accuracy"], tol=tol),
         _checks.check_steps_restarts(settings.steps_grid, steps_accs, restarts=settings.restarts,
                                      restart_accuracy=restart["accuracy"], single_accuracy=pgd_acc, tol=tol),
         _checks.check_black_box(square["accuracy"], pgd_acc, tol=tol),
         _checks.check_transfer(transfer_acc, pgd_acc, tol=tol, reason=skip_transfer),
         _checks.check_adaptive(adaptive_accs, pgd_acc, tol=tol,
-                               reason="the model has no IB configuration (pgd-ib) or entropic configuration (pgd-entropic)"),
+                               reason="the model has no IB configuration (pgd-ib) or entropic configuration "
+                                      "(pgd-entropic)"),
         _checks.check_loss_functions(margin["accuracy"], pgd_acc, tol=tol),
     ]
     numbers["attacks"] = attacks

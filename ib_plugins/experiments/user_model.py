@@ -120,7 +120,8 @@ def _state_dict_from_file(path: Path) -> tuple[dict[str, Any], str]:
     raw = _safe_torch_load(
         path, map_location="cpu", error=ValueError, subject=f"weights: {path}",
         refused_advice=": save the weights with torch.save(model.state_dict(), path)",
-        not_torch="is corrupt or truncated, or not a torch file", corrupt="is corrupt or truncated, or not a torch file",
+        not_torch="is corrupt or truncated, or not a torch file",
+        corrupt="is corrupt or truncated, or not a torch file",
     )
     where = "the file"
     if isinstance(raw, Mapping) and not any(isinstance(v, torch.Tensor) for v in raw.values()):
