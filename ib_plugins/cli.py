@@ -356,6 +356,9 @@ def build_parser() -> argparse.ArgumentParser:
     rp.add_argument("--print-commands", action="store_true",
                     help="write each cell's config and print the plain train/evaluate commands instead of running")
     rp.add_argument("--report-only", action="store_true", help="only collect the finished cells into the report")
+    rp.add_argument("--archive", metavar="DEST", default=None,
+                    help="then copy the results without checkpoints (JSON, markdown) into DEST, a folder to commit "
+                         "and diff; DEST is itself a grid folder (--report-only and resuming work from it)")
     rp.add_argument("--device", default="cpu")
     rp.add_argument("--data-dir")
     rp.add_argument("--no-progress", action="store_true")
@@ -733,6 +736,11 @@ def _cmd_reproduce(args: argparse.Namespace) -> int:
         return 0
     if not args.grid or not args.out:
         raise ValueError("grid, --out: expected a grid (a built-in name or a file) and --out DIR (see --list)")
+    if args.archive is not None:
+        if args.print_commands:
+            raise ValueError("--archive: not with --print-commands, which runs nothing; after the printed commands, "
+                             "run --report-only --archive DEST")
+        reproduce._check_archive_dest(args.out, args.archive)  # before hours of work, not after
     if args.print_commands:
         print(reproduce.print_commands(args.grid, out_dir=args.out, seeds=args.seeds, device=args.device,
                                        data_dir=args.data_dir), end="")
@@ -746,6 +754,9 @@ def _cmd_reproduce(args: argparse.Namespace) -> int:
     print((Path(args.out) / "report.md").read_text(encoding="utf-8").rstrip())
     print(f"\nReport: {Path(args.out) / 'report.md'}, report.json, report.html"
           + (f"; {len(report['missing'])} cell(s) missing" if report["missing"] else ""))
+    if args.archive is not None:
+        files = reproduce.archive_grid(args.out, args.archive)
+        print(f"Archived {len(files)} files (no checkpoints) into {args.archive}")
     return 0
 
 

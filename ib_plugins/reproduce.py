@@ -57,6 +57,7 @@ __all__ = [
     "run_grid",
     "print_commands",
     "build_report",
+    "archive_grid",
 ]
 
 logger = logging.getLogger(__name__)
@@ -768,6 +769,80 @@ def build_report(out_dir: PathLike, grid: str | PathLike | Mapping[str, Any]) ->
     _atomic_write_text(out / "report.md", _report_markdown(report))
     _atomic_write_text(out / "report.html", _report_html(report))
     return report
+
+
+def _check_archive_dest(out_dir: PathLike, dest: PathLike) -> tuple[Path, Path]:
+    """The resolved grid folder and archive folder; raises when the archive would lie inside the grid folder."""
+    src, target = Path(out_dir).resolve(), Path(dest).resolve()
+    if target == src or src in target.parents:
+        raise ValueError(f"dest: must be outside the grid folder {str(out_dir)!r}, got {str(dest)!r}")
+    if target.exists() and not target.is_dir():
+        raise ValueError(f"dest: expected a folder, got the file {str(dest)!r}")
+    return src, target
+
+
+#: What :func:`archive_grid` copies: the text results, never checkpoints or figures.
+_ARCHIVE_SUFFIXES = (".json", ".md", ".html", ".csv", ".txt")
+
+
+def archive_grid(out_dir: PathLike, dest: PathLike) -> list[Path]:
+    """Copy a grid folder's results, without its checkpoints, into a folder you can commit and diff.
+
+    Copies ``grid.json``, the report files and every cell's text results (``cell.json``, the
+    training ``config.json``/``history.json``, the evaluation ``config.json``/``metrics.json``/
+    ``results.md``, AutoAttack's chunk files: every ``.json``, ``.md``, ``.html``, ``.csv`` and
+    ``.txt`` file) into ``dest``, keeping the layout; checkpoints (``.pt``) and figures are left
+    behind. ``dest`` is itself a grid folder: ``--report-only`` rebuilds the report from it, and a
+    grid run with ``--out dest`` reuses its finished cells (they need ``cell.json`` and the
+    evaluation files only) and runs just the missing ones. Files already in ``dest`` are replaced
+    one by one, each atomically; nothing else there is touched.
+
+    Args:
+        out_dir: the grid's folder (as given to ``run_grid``).
+        dest: the archive folder; created if missing. Must not be ``out_dir`` or lie inside it.
+
+    Returns:
+        The files written, as paths inside ``dest``.
+
+    Raises:
+        ValueError: ``out_dir`` is not a grid folder (no ``grid.json``), or ``dest`` is ``out_dir``
+            or lies inside it.
+
+    Example:
+        >>> import tempfile
+        >>> from pathlib import Path
+        >>> grid = {**load_grid("digits-tiny"), "methods": ["ce"], "ib": [False], "seeds": [0],
+        ...         "train": {"epochs": 1, "batch_size": 50, "train_limit": 100},
+        ...         "evaluate": {"n": 20, "attacks": ["fgsm"]}}
+        >>> out, dest = tempfile.mkdtemp(), Path(tempfile.mkdtemp()) / "archive"
+        >>> _ = run_grid(grid, out_dir=out, progress=False)
+        >>> files = archive_grid(out, dest)
+        >>> any(f.suffix == ".pt" for f in files)
+        False
+        >>> (dest / "cells/digits/digits-cnn/ce/seed0/eval/metrics.json").is_file()
+        True
+        >>> build_report(dest, grid)["missing"]
+        []
+    """
+    from ib_plugins.training.checkpoint import _atomic_write
+
+    src, target = _check_archive_dest(out_dir, dest)
+    if not (src / "grid.json").is_file():
+        raise ValueError(f"out_dir: expected a grid folder (with grid.json, as run_grid writes), got {str(out_dir)!r}")
+    written = []
+    for path in sorted(src.rglob("*")):
+        if not path.is_file() or path.suffix.lower() not in _ARCHIVE_SUFFIXES:
+            continue
+        rel = path.relative_to(src)
+        if rel.parts[0] != "cells" and len(rel.parts) > 1:
+            continue  # only the grid's own files at the top, and the cells
+        copy = target / rel
+        copy.parent.mkdir(parents=True, exist_ok=True)
+        data = path.read_bytes()
+        _atomic_write(copy, lambda f, data=data: f.write(data))
+        written.append(copy)
+    logger.info("reproduce: archived %d files of %s into %s", len(written), src, target)
+    return written
 
 
 def _paper_value(report: Mapping[str, Any], row: str, column: str) -> str:

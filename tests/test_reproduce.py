@@ -232,3 +232,55 @@ def test_printed_commands_run_cell_by_cell_to_the_same_report(tmp_path):
     assert plain["missing"] == []
     for a, b in zip(direct["rows"], plain["rows"]):
         assert a["row"] == b["row"] and a["values"] == b["values"]
+
+
+# -- archives ----------------------------------------------------------------------------------------------
+
+
+def test_an_archive_keeps_the_results_without_checkpoints_and_is_itself_a_grid_folder(tmp_path, capsys):
+    grid_file = tmp_path / "small.json"
+    grid_file.write_text(json.dumps(SMALL))
+    out, dest = tmp_path / "grid", tmp_path / "archive"
+    dest.mkdir()
+    (dest / "NOTES.txt").write_text("mine")  # something the user had there stays untouched
+    assert main(["reproduce", str(grid_file), "--out", str(out), "--no-progress", "--archive", str(dest)]) == 0
+    assert "Archived" in capsys.readouterr().out
+    copied = {p.relative_to(dest).as_posix() for p in dest.rglob("*") if p.is_file()}
+    assert not [p for p in copied if p.endswith((".pt", ".png", ".tmp"))]
+    cell = "cells/digits/digits-cnn/ce+ib/seed0"
+    assert {f"{cell}/cell.json", f"{cell}/eval/metrics.json", f"{cell}/eval/config.json", f"{cell}/train/history.json",
+            "grid.json", "report.md", "report.json", "NOTES.txt"} <= copied
+    assert (dest / "NOTES.txt").read_text() == "mine"
+    # the report rebuilt from the archive is the grid's report
+    original = json.loads((out / "report.json").read_text())
+    rebuilt = build_report(dest, grid_file)
+    assert rebuilt["missing"] == [] and rebuilt["rows"] == original["rows"] and rebuilt["pairs"] == original["pairs"]
+    # resuming on the archive reuses its cells: nothing is trained, no checkpoint appears
+    stamp = (dest / cell / "cell.json").stat().st_mtime_ns
+    again = run_grid(grid_file, out_dir=dest, progress=False)
+    assert again["missing"] == [] and (dest / cell / "cell.json").stat().st_mtime_ns == stamp
+    assert not list(dest.rglob("*.pt"))
+
+
+def test_archive_errors_name_the_argument(tmp_path):
+    from ib_plugins.reproduce import archive_grid
+
+    with pytest.raises(ValueError, match=r"out_dir: expected a grid folder \(with grid.json"):
+        archive_grid(tmp_path, tmp_path.parent / "elsewhere")
+    (tmp_path / "grid.json").write_text("{}")
+    with pytest.raises(ValueError, match="dest: must be outside the grid folder"):
+        archive_grid(tmp_path, tmp_path / "inside")
+    (tmp_path.parent / "a_file").write_text("x")
+    with pytest.raises(ValueError, match="dest: expected a folder, got the file"):
+        archive_grid(tmp_path, tmp_path.parent / "a_file")
+
+
+def test_the_cli_checks_the_archive_before_it_runs_anything(tmp_path, capsys):
+    out = tmp_path / "g"
+    assert main(["reproduce", "digits-tiny", "--out", str(out), "--archive", str(out / "a")]) == 2
+    assert "ib-plugins reproduce: error: dest: must be outside the grid folder" in capsys.readouterr().err
+    assert not out.exists()
+    assert main(["reproduce", "digits-tiny", "--out", str(out), "--print-commands", "--archive",
+                 str(tmp_path / "b")]) == 2
+    assert "--archive: not with --print-commands" in capsys.readouterr().err
+    assert not out.exists()
