@@ -467,8 +467,30 @@ def _run_cell(out: Path, cell: Cell, *, device: str, data_dir: str | None, progr
     evaluate_checkpoint(folder / "train" / "checkpoint.pt", out_dir=folder / "eval", data_dir=data_dir, device=device,
                         overwrite=True, progress=progress, seed=int(cell.config["seed"]), **options)
     write_json(folder / "cell.json", {"cell": cell.key, "config": _identity(train_config), "evaluate": options,
-                                      "seconds": round(time.perf_counter() - t0, 2)})
+                                      "seconds": round(time.perf_counter() - t0, 2),
+                                      "environment": _environment(device)})
     return f"done in {time.perf_counter() - t0:.0f} s"
+
+
+def _environment(device: str) -> dict[str, Any]:
+    """Where a cell ran: float results are bit-identical only on the same CPU/GPU, threads and versions."""
+    import platform
+
+    import torch
+
+    import ib_plugins
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            cpu = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), cpu)
+    except OSError:
+        pass
+    env = {"ib_plugins": ib_plugins.__version__, "torch": torch.__version__, "python": platform.python_version(),
+           "platform": platform.platform(), "cpu": cpu, "threads": torch.get_num_threads(), "device": device}
+    if device.startswith("cuda") and torch.cuda.is_available():
+        env["gpu"] = torch.cuda.get_device_name(torch.device(device))
+    return env
 
 
 def _worker(args: tuple[str, Cell, str, str | None]) -> tuple[str, str]:

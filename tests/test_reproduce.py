@@ -251,6 +251,9 @@ def test_an_archive_keeps_the_results_without_checkpoints_and_is_itself_a_grid_f
     assert {f"{cell}/cell.json", f"{cell}/eval/metrics.json", f"{cell}/eval/config.json", f"{cell}/train/history.json",
             "grid.json", "report.md", "report.json", "NOTES.txt"} <= copied
     assert (dest / "NOTES.txt").read_text() == "mine"
+    # each cell says where it ran: bit-identical floats need the same CPU, threads and versions
+    env = json.loads((dest / cell / "cell.json").read_text())["environment"]
+    assert {"torch", "python", "cpu", "threads", "device", "ib_plugins"} <= set(env) and env["device"] == "cpu"
     # the report rebuilt from the archive is the grid's report
     original = json.loads((out / "report.json").read_text())
     rebuilt = build_report(dest, grid_file)
