@@ -814,7 +814,7 @@ def archive_grid(out_dir: PathLike, dest: PathLike) -> list[Path]:
     training ``config.json``/``history.json``, the evaluation ``config.json``/``metrics.json``/
     ``results.md``, AutoAttack's chunk files: every ``.json``, ``.md``, ``.html``, ``.csv`` and
     ``.txt`` file) into ``dest``, keeping the layout; checkpoints (``.pt``) and figures are left
-    behind. ``dest`` is itself a grid folder: ``--report-only`` rebuilds the report from it, and a
+    behind, and so are cells still running (no evaluation yet), so an archive never holds half a cell. ``dest`` is itself a grid folder: ``--report-only`` rebuilds the report from it, and a
     grid run with ``--out dest`` reuses its finished cells (they need ``cell.json`` and the
     evaluation files only) and runs just the missing ones. Files already in ``dest`` are replaced
     one by one, each atomically; nothing else there is touched.
@@ -851,13 +851,14 @@ def archive_grid(out_dir: PathLike, dest: PathLike) -> list[Path]:
     src, target = _check_archive_dest(out_dir, dest)
     if not (src / "grid.json").is_file():
         raise ValueError(f"out_dir: expected a grid folder (with grid.json, as run_grid writes), got {str(out_dir)!r}")
+    finished = {m.parent.parent for m in (src / "cells").rglob("eval/metrics.json")}
     written = []
     for path in sorted(src.rglob("*")):
         if not path.is_file() or path.suffix.lower() not in _ARCHIVE_SUFFIXES:
             continue
         rel = path.relative_to(src)
-        if rel.parts[0] != "cells" and len(rel.parts) > 1:
-            continue  # only the grid's own files at the top, and the cells
+        if len(rel.parts) > 1 and (rel.parts[0] != "cells" or not finished.intersection(path.parents)):
+            continue  # the grid's own files at the top, and the cells that finished their evaluation
         copy = target / rel
         copy.parent.mkdir(parents=True, exist_ok=True)
         data = path.read_bytes()

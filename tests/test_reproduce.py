@@ -243,10 +243,13 @@ def test_an_archive_keeps_the_results_without_checkpoints_and_is_itself_a_grid_f
     out, dest = tmp_path / "grid", tmp_path / "archive"
     dest.mkdir()
     (dest / "NOTES.txt").write_text("mine")  # something the user had there stays untouched
+    running = out / "cells" / "digits/digits-cnn/ce/seed7" / "train"  # a cell still training: not archived
+    running.mkdir(parents=True)
+    (running / "history.json").write_text("[]")
     assert main(["reproduce", str(grid_file), "--out", str(out), "--no-progress", "--archive", str(dest)]) == 0
     assert "Archived" in capsys.readouterr().out
     copied = {p.relative_to(dest).as_posix() for p in dest.rglob("*") if p.is_file()}
-    assert not [p for p in copied if p.endswith((".pt", ".png", ".tmp"))]
+    assert not [p for p in copied if p.endswith((".pt", ".png", ".tmp")) or "seed7" in p]
     cell = "cells/digits/digits-cnn/ce+ib/seed0"
     assert {f"{cell}/cell.json", f"{cell}/eval/metrics.json", f"{cell}/eval/config.json", f"{cell}/train/history.json",
             "grid.json", "report.md", "report.json", "NOTES.txt"} <= copied
