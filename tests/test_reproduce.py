@@ -290,3 +290,14 @@ def test_the_cli_checks_the_archive_before_it_runs_anything(tmp_path, capsys):
                  str(tmp_path / "b")]) == 2
     assert "--archive: not with --print-commands" in capsys.readouterr().err
     assert not out.exists()
+
+
+def test_a_cell_rerun_on_the_same_machine_gives_the_same_numbers(tmp_path):
+    # what the README promises: the same seed on the same machine, threads and versions gives the same cell
+    grid = {**SMALL, "ib": [True]}
+    first = run_grid(grid, out_dir=tmp_path / "a", progress=False)
+    second = run_grid(grid, out_dir=tmp_path / "b", progress=False)
+    assert first["rows"] and first["rows"] == second["rows"]
+    history = [json.loads((tmp_path / d / "cells/digits/digits-cnn/ce+ib/seed0/train/history.json").read_text())
+               for d in ("a", "b")]
+    assert history[0] == history[1]
