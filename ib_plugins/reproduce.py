@@ -15,7 +15,9 @@ seeds, with a shared training and evaluation configuration. Each **cell** is an 
 
 The **report** (:func:`build_report`; ``report.md``, ``report.json``, ``report.html``) gives, per
 row (dataset, model, method, ±IB-RAR, variant), mean ± standard deviation over seeds of the clean
-accuracy and of each attack's accuracy, and for every (baseline, +IB-RAR) pair the paired difference
+accuracy and of each attack's accuracy (or its success rate over the originally correct images: the
+grid's ``metric``, by default the paper table's, else ``success_rate`` for the entropic suite as its
+paper reports it, else ``accuracy``), and for every (baseline, +IB-RAR) pair the paired difference
 over seeds with its 95 % Student-t interval (it says when there are too few seeds for one). Where a
 grid names a paper table, the paper's numbers are shown beside ours.
 
@@ -52,6 +54,7 @@ __all__ = [
     "GRIDS",
     "list_grids",
     "load_grid",
+    "grid_metric",
     "Cell",
     "expand_grid",
     "run_grid",
@@ -66,7 +69,8 @@ _IB_METHODS = ("ce", "pgd-at", "trades", "mart")
 #: TrainConfig fields that only matter with the IB term (dropped from baseline cells).
 _IB_ONLY = ("ib_layers", "alpha", "beta", "y_kernel", "record_masked", "ib_on", "x_for_ib", "ib_global_batch")
 _GRID_KEYS = {"name", "description", "datasets", "models", "methods", "ib", "variants", "seeds", "train",
-              "ib_train", "pretrain", "evaluate", "paper"}
+              "ib_train", "pretrain", "evaluate", "paper", "metric"}
+_METRICS = ("accuracy", "success_rate")
 _EVAL_KEYS = {"suite", "budget", "n", "attacks", "pgd_steps", "cw_steps", "batch_size", "engine", "autoattack_n",
               "autoattack_version", "autoattack_seeds"}
 
@@ -284,6 +288,8 @@ def load_grid(grid: str | PathLike | Mapping[str, Any]) -> dict[str, Any]:
         raise ValueError(f"grid: 'ib' must list booleans (false = baseline, true = +IB-RAR), got {data['ib']!r}")
     if not isinstance(data["variants"], dict) or not data["variants"]:
         raise ValueError(f"grid: 'variants' must be a non-empty object name -> training overrides, got {data['variants']!r}")
+    if "metric" in data and data["metric"] not in _METRICS:
+        raise ValueError(f"grid: 'metric' must be one of {', '.join(_METRICS)}, got {data['metric']!r}")
     unknown_eval = sorted(set(data["evaluate"]) - _EVAL_KEYS)
     if unknown_eval:
         raise ValueError(f"grid: unknown 'evaluate' keys {unknown_eval}; valid: {', '.join(sorted(_EVAL_KEYS))}")
@@ -291,6 +297,32 @@ def load_grid(grid: str | PathLike | Mapping[str, Any]) -> dict[str, Any]:
     if not cells:
         raise ValueError("grid: it expands to no cell")
     return data
+
+
+def grid_metric(grid: str | PathLike | Mapping[str, Any]) -> str:
+    """What a grid's report tabulates per attack: ``"accuracy"`` or ``"success_rate"``.
+
+    The grid's own ``metric`` when it sets one; else its paper table's; else ``"success_rate"`` (over
+    the originally correct images) for the entropic suite, which its paper reports that way, and
+    ``"accuracy"`` for every other suite.
+
+    Args:
+        grid: a name from :func:`list_grids`, a path, or the grid itself.
+
+    Returns:
+        ``"accuracy"`` or ``"success_rate"``.
+
+    Example:
+        >>> grid_metric("fmnist-cpu"), grid_metric("entropic-fmnist-cpu")
+        ('accuracy', 'success_rate')
+    """
+    data = load_grid(grid)
+    if "metric" in data:
+        return str(data["metric"])
+    paper_metric = (data.get("paper") or {}).get("metric")
+    if paper_metric is not None:
+        return str(paper_metric)
+    return "success_rate" if data["evaluate"].get("suite") == "entropic" else "accuracy"
 
 
 @dataclass(frozen=True)
@@ -728,7 +760,7 @@ def build_report(out_dir: PathLike, grid: str | PathLike | Mapping[str, Any]) ->
 
     data = load_grid(grid)
     out = Path(out_dir)
-    metric = (data.get("paper") or {}).get("metric", "accuracy")
+    metric = grid_metric(data)
     per_row: dict[str, dict[int, dict[str, float]]] = {}
     missing: list[str] = []
     columns: list[str] = ["clean"]

@@ -71,6 +71,7 @@ def test_variants_of_ib_settings_share_one_baseline():
     ({**SMALL, "methods": ["sgd"]}, r"cell digits/digits-cnn/sgd/seed0: method: expected one of"),
     ({**SMALL, "train": {"epochs": 0}}, r"cell digits/digits-cnn/ce/seed0: epochs: expected an int >= 1"),
     ({**SMALL, "evaluate": {"n": 5, "bogus": 1}}, r"unknown 'evaluate' keys \['bogus'\]"),
+    ({**SMALL, "metric": "robustness"}, r"grid: 'metric' must be one of accuracy, success_rate, got 'robustness'"),
     ("no-such-grid", "grid: expected a built-in grid"),
 ])
 def test_bad_grids_are_named(grid, match):
@@ -163,6 +164,24 @@ def test_paper_numbers_are_shown_beside_ours(tmp_path):
         _fake_cell(tmp_path, cell, 0.8, 0.4)
     md = (tmp_path / "report.md").read_text() if build_report(tmp_path, grid) else ""
     assert "| paper: pgd-at | - | 75.02 | 47.32 |" in md and "| paper: pgd-at+ib | - | 76.22 | 50.53 |" in md
+
+
+def test_the_report_metric_follows_the_grid_then_its_paper_then_its_suite(tmp_path):
+    from ib_plugins.reproduce import grid_metric
+
+    assert grid_metric(SMALL) == "accuracy"
+    assert grid_metric({**SMALL, "evaluate": {"suite": "entropic", "n": 40}}) == "success_rate"
+    assert grid_metric({**SMALL, "paper": {"metric": "accuracy", "rows": {}}, "evaluate": {"suite": "entropic"}}) \
+        == "accuracy"
+    assert grid_metric("entropic-fmnist-cpu") == "success_rate"
+    assert grid_metric("entropic-mnist") == "success_rate"
+    grid = {**SMALL, "metric": "success_rate"}
+    for cell in expand_grid(load_grid(grid)):
+        _fake_cell(tmp_path, cell, 0.8, 0.4)  # success_rate 0.1 in every cell
+    report = build_report(tmp_path, grid)
+    assert report["metric"] == "success_rate"
+    assert all(r["summary"]["fgsm"]["mean"] == pytest.approx(10.0) for r in report["rows"])
+    assert "attack success rate (%) over originally correct images" in (tmp_path / "report.md").read_text()
 
 
 # -- runs: CI-sized grid, resume after a kill, plain commands ----------------------------------------------------
