@@ -459,7 +459,11 @@ def _cell_done(out: Path, cell: Cell, train_config: Mapping[str, Any]) -> bool:
         done = json.loads(marker.read_text())
     except (OSError, ValueError):
         return False
-    return done.get("config") == _identity(train_config) and done.get("evaluate") == _eval_kwargs(cell)
+    stored = done.get("config")
+    if not isinstance(stored, dict):
+        return False
+    return (_grid_relative(stored, cell) == _grid_relative(_identity(train_config), cell)
+            and done.get("evaluate") == _eval_kwargs(cell))
 
 
 def _same_evaluation(folder: Path, cell: Cell) -> bool:
@@ -478,6 +482,20 @@ def _same_evaluation(folder: Path, cell: Cell) -> bool:
 
 def _identity(config: Mapping[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in config.items() if k not in ("device", "data_dir")}
+
+
+def _grid_relative(config: Mapping[str, Any], cell: Cell) -> dict[str, Any]:
+    """``config`` with an ``init_checkpoint`` from the cell's own pretraining cell relative to the grid folder.
+
+    So a grid folder that moved (an archive, a copy) still matches its cells.
+    """
+    config = dict(config)
+    checkpoint = config.get("init_checkpoint")
+    if cell.pretrain is not None and isinstance(checkpoint, str):
+        suffix = ("cells", *cell.pretrain.split("/"), "train", "checkpoint.pt")
+        if Path(checkpoint).parts[-len(suffix):] == suffix:
+            config["init_checkpoint"] = "/".join(suffix)
+    return config
 
 
 def _run_cell(out: Path, cell: Cell, *, device: str, data_dir: str | None, progress: bool, threads: int | None) -> str:
@@ -775,7 +793,8 @@ def build_report(out_dir: PathLike, grid: str | PathLike | Mapping[str, Any]) ->
             continue
         expected = resolve_config(TrainConfig.from_dict(_train_config(out, cell, device="cpu", data_dir=None)))
         stored = eval_config.get("train_config") or {}
-        if TrainConfig.from_dict(stored).run_identity() != expected.run_identity():
+        if _grid_relative(TrainConfig.from_dict(stored).run_identity(), cell) != _grid_relative(
+                expected.run_identity(), cell):
             logger.warning("reproduce: %s holds the evaluation of another configuration; left out", folder / "eval")
             missing.append(cell.key)
             continue

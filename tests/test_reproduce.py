@@ -287,6 +287,32 @@ def test_an_archive_keeps_the_results_without_checkpoints_and_is_itself_a_grid_f
     assert not list(dest.rglob("*.pt"))
 
 
+def test_an_archived_entropic_grid_still_matches_its_cells_where_it_moved(tmp_path):
+    # Entropic cells start from their grid's pretraining cell (init_checkpoint = an absolute path into the
+    # grid folder); a copy of the archive elsewhere must still count those cells as this grid's.
+    from ib_plugins.reproduce import archive_grid
+
+    grid = {"name": "tiny-entropic", "datasets": ["digits"], "models": ["digits-cnn"], "methods": ["entropic"],
+            "ib": [False], "seeds": [0], "train": {"epochs": 1, "batch_size": 50, "train_limit": 100},
+            "pretrain": {"epochs": 1}, "evaluate": {"suite": "entropic", "n": 20, "attacks": ["fgsm"]}}
+    out = tmp_path / "grid"
+    original = run_grid(grid, out_dir=out, progress=False)
+    assert original["missing"] == []
+    assert len(original["rows"]) == 2
+    archive_grid(out, tmp_path / "archive")
+    moved = tmp_path / "elsewhere" / "archive"
+    moved.parent.mkdir()
+    (tmp_path / "archive").rename(moved)
+    rebuilt = build_report(moved, moved / "grid.json")
+    assert rebuilt["missing"] == []
+    assert rebuilt["rows"] == original["rows"]
+    stamps = {p: p.stat().st_mtime_ns for p in moved.rglob("cell.json")}
+    assert len(stamps) == 2
+    assert run_grid(moved / "grid.json", out_dir=moved, progress=False)["missing"] == []
+    assert {p: p.stat().st_mtime_ns for p in moved.rglob("cell.json")} == stamps  # reused, not retrained
+    assert not list(moved.rglob("*.pt"))
+
+
 def test_archive_errors_name_the_argument(tmp_path):
     from ib_plugins.reproduce import archive_grid
 
