@@ -41,6 +41,8 @@ SPECS = [
     AttackSpec("pgd-nors", "linf", 0.1, {"alpha": 0.03, "steps": 5, "random_start": False}, attack="PGD"),
     AttackSpec("pgd", "linf", 0.1, {"alpha": 0.03, "steps": 5, "random_start": True}),
     AttackSpec("l2-pgd", "l2", 0.5, {"alpha": 0.1, "steps": 5, "random_start": True}),
+    AttackSpec("l2-pgd-fb", "l2", 0.5, {"alpha": 0.1, "steps": 5, "random_start": True, "eps_for_division": 1e-30},
+               attack="PGDL2"),
     AttackSpec("cw", "l2", None, {"c": 1.0, "kappa": 0, "steps": 30, "lr": 0.05}),
     AttackSpec("cw-c01", "l2", None, {"c": 0.1, "kappa": 0, "steps": 200, "lr": 0.1}, attack="CW"),
 ]

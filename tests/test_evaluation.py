@@ -147,10 +147,31 @@ def test_entropic_suite_budgets_and_foolbox_steps():
     l2 = mnist["l2-pgd"]
     assert (l2.attack_class, l2.norm, l2.eps, l2.kwargs["steps"]) == ("PGDL2", "l2", 4.5, 50)
     assert l2.kwargs["alpha"] == pytest.approx(0.025 * 4.5)
+    assert l2.kwargs["eps_for_division"] <= 1e-20  # foolbox's normalisation, not torchattacks' + 1e-10
     cifar = {s.name: s for s in build_suite("entropic", dataset="cifar10")}
     assert cifar["linf-pgd"].eps == 0.03 and cifar["l2-pgd"].eps == 0.95
     fashion = default_budget("fashion-mnist", "entropic")
     assert (fashion.linf_eps, fashion.l2_eps) == (0.3, 4.5)
+
+
+def test_entropic_l2_pgd_does_not_stall_on_confident_images():
+    # Logits ±25·(x0 − x1) on x0 − x1 = 0.8: margin 40, so the CE gradient norm is ~1e-16. torchattacks'
+    # default ‖g‖ + 1e-10 turns each step into ~1e-6 of alpha; foolbox (max(‖g‖, 1e-12)) and the
+    # entropic suite take the full step and flip the label.
+    model = nn.Sequential(nn.Flatten(), nn.Linear(2, 2, bias=False)).eval()
+    with torch.no_grad():
+        model[1].weight.copy_(torch.tensor([[25.0, -25.0], [-25.0, 25.0]]))
+    x, y = torch.tensor([[[[0.9, 0.1]]]]), torch.tensor([0])
+    (spec,) = build_suite("entropic", dataset="mnist", attacks=["l2-pgd"])
+    kwargs = {**spec.kwargs, "random_start": False}
+    suite_spec = AttackSpec("l2-pgd", "l2", 1.0, {**kwargs, "alpha": 0.1, "steps": 20})
+    torch_default = AttackSpec("l2-pgd", "l2", 1.0, {**kwargs, "alpha": 0.1, "steps": 20, "eps_for_division": 1e-10})
+    adv = run_attack(model, suite_spec, x, y, batch_size=1, seed=0, progress=False, engine="builtin")
+    stalled = run_attack(model, torch_default, x, y, batch_size=1, seed=0, progress=False, engine="builtin")
+    assert model(adv).argmax(1).item() == 1
+    assert float((adv - x).norm()) <= 1.0 + 1e-5
+    assert model(stalled).argmax(1).item() == 0
+    assert float((stalled - x).abs().max()) < 1e-3
 
 
 def test_default_budget_table_for_small_datasets():

@@ -70,6 +70,10 @@ _PAPER_ALPHA = 2 / 255
 # Foolbox 3 defaults used by the entropic suite (rel. step = alpha / eps).
 _FB_LINF_PGD_REL, _FB_LINF_PGD_STEPS = 0.01 / 0.3, 40
 _FB_L2_PGD_REL, _FB_L2_PGD_STEPS = 0.025, 50
+# Foolbox divides the gradient by max(‖g‖, 1e-12) of the summed loss; torchattacks' PGDL2 by ‖g‖ + 1e-10
+# of the batch-mean loss. On confidently classified images (‖g‖ ~ 1e-12 to 1e-14) the latter shrinks the
+# step 100-10,000-fold and PGD stalls: on the pretrained MNIST LeNet-5, 78 % success instead of 99 %.
+_FB_L2_PGD_EPS_FOR_DIVISION = 1e-30
 _FB_BIM_REL, _FB_BIM_STEPS = 0.2, 10
 _ENTROPIC_CW = {"c": 1.0, "kappa": 0.0, "lr": 0.01}
 _ENTROPIC_CW_STEPS = 100
@@ -475,8 +479,10 @@ def build_suite(
     * ``fgsm``: ``FGSM(eps)``;
     * ``cw``: ``CW(c=1, kappa=0, lr=0.01, steps=cw_steps (100))``, L2, unbounded (torchattacks has no
       binary search over c; foolbox's runs 9 searches of up to 10,000 steps);
-    * ``l2-pgd``: ``PGDL2(l2_eps, alpha=0.025·l2_eps, steps=pgd_steps (50), random_start=True)``
-      (foolbox ``L2PGD``: rel. step 0.025, 50 steps).
+    * ``l2-pgd``: ``PGDL2(l2_eps, alpha=0.025·l2_eps, steps=pgd_steps (50), random_start=True,
+      eps_for_division=1e-30)`` (foolbox ``L2PGD``: rel. step 0.025, 50 steps; foolbox normalises the
+      gradient by ``max(‖g‖, 1e-12)``, where torchattacks' default adds 1e-10 to ``‖g‖``, which stalls
+      the attack on confidently classified images whose gradient norm is far below that).
 
     Args:
         suite: ``"ibrar"`` or ``"entropic"``.
@@ -553,7 +559,8 @@ def build_suite(
             "fgsm": lambda: AttackSpec("fgsm", "linf", linf, {}),
             "cw": lambda: AttackSpec("cw", "l2", None, {**_ENTROPIC_CW, "steps": n_cw}),
             "l2-pgd": lambda: AttackSpec(
-                "l2-pgd", "l2", l2, {"alpha": _FB_L2_PGD_REL * l2, "steps": n_l2, "random_start": True}
+                "l2-pgd", "l2", l2, {"alpha": _FB_L2_PGD_REL * l2, "steps": n_l2, "random_start": True,
+                                     "eps_for_division": _FB_L2_PGD_EPS_FOR_DIVISION}
             ),
         }
     if "cw-l2" in names:
