@@ -8,7 +8,8 @@ seeds, with a shared training and evaluation configuration. Each **cell** is an 
 ``OUT/cells/<dataset>/<model>/<method>[+ib][/<variant>]/seed<k>/{train,eval}``, so
 
 * finished cells are reused and an interrupted grid resumes (training resumes from its last
-  epoch's checkpoint; a cell whose evaluation matches is skipped);
+  epoch's checkpoint; a cell whose evaluation matches is skipped; one whose recorded attack settings
+  differ from what this version builds is left out of the report and evaluated again);
 * :func:`print_commands` emits the same work as plain ``ib-plugins train`` / ``ib-plugins evaluate``
   commands for any scheduler (a SLURM array, a cluster's queue), followed by the report command;
 * ``workers > 1`` runs cells in that many processes (one CUDA device each when several are visible).
@@ -462,8 +463,39 @@ def _cell_done(out: Path, cell: Cell, train_config: Mapping[str, Any]) -> bool:
     stored = done.get("config")
     if not isinstance(stored, dict):
         return False
-    return (_grid_relative(stored, cell) == _grid_relative(_identity(train_config), cell)
-            and done.get("evaluate") == _eval_kwargs(cell))
+    if not (_grid_relative(stored, cell) == _grid_relative(_identity(train_config), cell)
+            and done.get("evaluate") == _eval_kwargs(cell)):
+        return False
+    try:
+        metrics = json.loads((_cell_dir(out, cell) / "eval" / "metrics.json").read_text())
+    except (OSError, ValueError):
+        return False
+    return _same_attacks(metrics, cell)
+
+
+def _current_attacks(cell: Cell) -> dict[str, Any]:
+    """Attack name -> ``{"eps", "kwargs"}`` that this version of the library builds for the cell's evaluation."""
+    from ib_plugins import evaluation as ev
+    from ib_plugins.data_registry import get_dataset_info
+
+    options = _eval_kwargs(cell)
+    dataset = str(cell.config["dataset"])
+    specs = ev.build_suite(options.get("suite", "ibrar"), budget=options.get("budget"), dataset=dataset,
+                           num_classes=get_dataset_info(dataset).num_classes, pgd_steps=options.get("pgd_steps"),
+                           cw_steps=options.get("cw_steps"), attacks=options.get("attacks"))
+    return json.loads(json.dumps({s.name: {"eps": s.eps, "kwargs": dict(s.kwargs)} for s in specs}, default=str))
+
+
+def _same_attacks(metrics: Mapping[str, Any], cell: Cell) -> bool:
+    """False when the cell's evaluation ran other attack settings than this version builds.
+
+    As after an upgrade that changed an attack: the cell's numbers would not be this suite's.
+    """
+    try:
+        stored = {a["name"]: {"eps": a.get("eps"), "kwargs": a.get("kwargs", {})} for a in metrics["suite"]["attacks"]}
+    except (KeyError, TypeError):
+        return False
+    return stored == _current_attacks(cell)
 
 
 def _same_evaluation(folder: Path, cell: Cell) -> bool:
@@ -800,6 +832,11 @@ def build_report(out_dir: PathLike, grid: str | PathLike | Mapping[str, Any]) ->
             continue
         if not _same_evaluation(folder, cell):
             logger.warning("reproduce: %s was evaluated with other options than the grid's; left out", folder / "eval")
+            missing.append(cell.key)
+            continue
+        if not _same_attacks(metrics, cell):
+            logger.warning("reproduce: %s ran other attack settings than this ib-plugins builds (an older version?); "
+                           "left out: rerun the grid to evaluate the cell again", folder / "eval")
             missing.append(cell.key)
             continue
         values = _metric_values(metrics, metric=metric)

@@ -92,14 +92,16 @@ def test_grid_files_json_and_errors(tmp_path):
 
 
 def _fake_cell(out: Path, cell, clean: float, fgsm: float) -> None:
-    from ib_plugins.reproduce import _train_config
+    from ib_plugins.reproduce import _current_attacks, _train_config
     from ib_plugins.training import TrainConfig, resolve_config
 
     folder = out / "cells" / cell.key / "eval"
     folder.mkdir(parents=True)
     resolved = resolve_config(TrainConfig.from_dict(_train_config(out, cell, device="cpu", data_dir=None)))
     (folder / "config.json").write_text(json.dumps({"kind": "evaluate", "train_config": resolved.to_dict()}))
-    metrics = {"suite": {"clean_accuracy": clean, "attacks": [{"name": "fgsm", "accuracy": fgsm, "success_rate": 0.1}]}}
+    settings = _current_attacks(cell)["fgsm"]  # the attack settings a real evaluation records
+    metrics = {"suite": {"clean_accuracy": clean, "attacks": [{"name": "fgsm", "accuracy": fgsm, "success_rate": 0.1,
+                                                               **settings}]}}
     (folder / "metrics.json").write_text(json.dumps(metrics))
 
 
@@ -155,6 +157,29 @@ def test_report_leaves_out_cells_evaluated_with_other_options(tmp_path):
     (tmp_path / "cells" / cells[1].key / "cell.json").write_text(json.dumps({"evaluate": other}))
     report = build_report(tmp_path, SMALL)
     assert cells[0].key not in report["missing"] and cells[1].key in report["missing"]
+
+
+def test_cells_evaluated_with_older_attack_settings_are_left_out_then_re_evaluated(tmp_path, caplog):
+    # A cell whose metrics record other attack settings than this version builds (an ib-plugins whose
+    # attack changed since) is not this suite's number: the report leaves it out, a rerun evaluates it again.
+    out = tmp_path / "grid"
+    run_grid(SMALL, out_dir=out, progress=False)
+    cells = expand_grid(load_grid(SMALL))
+    old, kept = (out / "cells" / cells[0].key), (out / "cells" / cells[1].key)
+    metrics = json.loads((old / "eval" / "metrics.json").read_text())
+    metrics["suite"]["attacks"][0]["kwargs"] = {"an_older_option": 1}
+    (old / "eval" / "metrics.json").write_text(json.dumps(metrics))
+    report = build_report(out, SMALL)
+    assert report["missing"] == [cells[0].key]
+    assert "ran other attack settings than this ib-plugins builds" in caplog.text
+    stamps = {p: (p / "cell.json").stat().st_mtime_ns for p in (old, kept)}
+    checkpoint = (old / "train" / "checkpoint.pt").stat().st_mtime_ns
+    again = run_grid(SMALL, out_dir=out, progress=False)
+    assert again["missing"] == []
+    assert (kept / "cell.json").stat().st_mtime_ns == stamps[kept]  # reused
+    assert (old / "cell.json").stat().st_mtime_ns != stamps[old]  # evaluated again ...
+    assert (old / "train" / "checkpoint.pt").stat().st_mtime_ns == checkpoint  # ... without training again
+    assert json.loads((old / "eval" / "metrics.json").read_text())["suite"]["attacks"][0]["kwargs"] == {}
 
 
 def test_paper_numbers_are_shown_beside_ours(tmp_path):
