@@ -371,3 +371,21 @@ def test_a_cell_rerun_on_the_same_machine_gives_the_same_numbers(tmp_path):
     history = [json.loads((tmp_path / d / "cells/digits/digits-cnn/ce+ib/seed0/train/history.json").read_text())
                for d in ("a", "b")]
     assert history[0] == history[1]
+
+
+ARCHIVES = sorted(p.parent for p in (ROOT / "benchmarks" / "grids").glob("*/grid.json"))
+
+
+@pytest.mark.skipif(not ARCHIVES, reason="no archived grids under benchmarks/grids (not a source checkout)")
+@pytest.mark.parametrize("archive", ARCHIVES, ids=[p.name for p in ARCHIVES])
+def test_the_archived_grids_rebuild_to_their_committed_reports(archive, tmp_path):
+    # The README's real-data tables come from these folders: a copy elsewhere must give the committed
+    # report, every cell present (none from other attack settings or another configuration).
+    import shutil
+
+    copy = tmp_path / archive.name
+    shutil.copytree(archive, copy)
+    rebuilt = build_report(copy, copy / "grid.json")
+    assert rebuilt["missing"] == []
+    assert rebuilt == json.loads((archive / "report.json").read_text())
+    assert (copy / "report.md").read_text() == (archive / "report.md").read_text()
