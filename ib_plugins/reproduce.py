@@ -318,7 +318,11 @@ def grid_metric(grid: str | PathLike | Mapping[str, Any]) -> str:
         >>> grid_metric("fmnist-cpu"), grid_metric("entropic-fmnist-cpu")
         ('accuracy', 'success_rate')
     """
-    data = load_grid(grid)
+    return _metric_of(load_grid(grid))
+
+
+def _metric_of(data: Mapping[str, Any]) -> str:
+    """:func:`grid_metric` of a grid already loaded by :func:`load_grid`."""
     if "metric" in data:
         return str(data["metric"])
     paper_metric = (data.get("paper") or {}).get("metric")
@@ -811,7 +815,7 @@ def build_report(out_dir: PathLike, grid: str | PathLike | Mapping[str, Any]) ->
 
     data = load_grid(grid)
     out = Path(out_dir)
-    metric = grid_metric(data)
+    metric = _metric_of(data)
     per_row: dict[str, dict[int, dict[str, float]]] = {}
     missing: list[str] = []
     columns: list[str] = ["clean"]
